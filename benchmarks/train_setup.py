@@ -1,0 +1,136 @@
+"""The project's real CIFAR train step on random CIFAR-shaped data, as the benchmarks time it.
+
+Everything goes through the same functions `resdepth train` uses (`load_config`, `model_spec`,
+`build_model`, `init_state`, `make_train_step`); only the dataset is random uint8 noise held on
+the devices, so no download is needed and the timings do not depend on the data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import platform
+import time
+from typing import Any, Iterator
+
+import flax
+import jax
+import numpy as np
+from jax import lax
+
+import resdepth.models
+from resdepth import step as steps
+from resdepth.config import ExperimentConfig, load_config, parse_override
+from resdepth.models import ModelSpec, build_model
+from resdepth.train import model_spec
+
+CIFAR_SHAPE = (32, 32, 3)
+CIFAR_CLASSES = 10
+
+
+def disable_persistent_cache() -> None:
+    """Every compile is a real compile: no on-disk cache, even if JAX_COMPILATION_CACHE_DIR is set."""
+    jax.config.update("jax_enable_compilation_cache", False)
+
+
+def cifar_config(depth: int, batch_size: int, compute_dtype: str = "float32") -> ExperimentConfig:
+    """The cifar10 experiment (residual, option A) at `depth` and global batch `batch_size`."""
+    return load_config("cifar10", [parse_override(f"model.depth={depth}"),
+                                   parse_override(f"optim.batch_size={batch_size}"),
+                                   parse_override(f'model.compute_dtype="{compute_dtype}"')])
+
+
+@dataclasses.dataclass
+class Bench:
+    """A compiled-on-demand train step with its replicated state and on-device random data."""
+
+    config: ExperimentConfig
+    spec: ModelSpec
+    train_step: Any  # jitted (state, data, indices) -> state, state donated
+    state: steps.TrainState
+    data: steps.DeviceDataset
+    mesh: jax.sharding.Mesh
+    num_images: int
+
+    def indices(self, count: int, seed: int = 0) -> list[jax.Array]:
+        """`count` global batches of random image indices, int32 (batch,), sharded over `data`."""
+        rng = np.random.default_rng(seed)
+        sharding = steps.batch_sharded(self.mesh)
+        batch = self.config.optim.batch_size
+        return [jax.device_put(rng.integers(0, self.num_images, batch, dtype=np.int32), sharding)
+                for _ in range(count)]
+
+
+def prepare(config: ExperimentConfig, num_images: int, seed: int = 0) -> Bench:
+    """Builds the model, its TrainState and `num_images` random uint8 CIFAR images on the mesh."""
+    mesh = steps.make_mesh()
+    spec = model_spec(config, CIFAR_CLASSES)
+    graphdef, state = steps.init_state(config, build_model(spec, config.run.seed), mesh)
+    rng = np.random.default_rng(seed)
+    replicated = steps.replicated(mesh)
+    data = steps.DeviceDataset(
+        train_images=jax.device_put(rng.integers(0, 256, (num_images, *CIFAR_SHAPE), dtype=np.uint8),
+                                    replicated),
+        train_labels=jax.device_put(rng.integers(0, CIFAR_CLASSES, num_images, dtype=np.int32),
+                                    replicated),
+        mean_image=jax.device_put(np.full(CIFAR_SHAPE, 127.5, np.float32), replicated))
+    train_step = steps.make_train_step(config, graphdef, mesh)
+    return Bench(config, spec, train_step, state, data, mesh, num_images)
+
+
+@dataclasses.dataclass
+class CompileTiming:
+    """Seconds to trace and lower the step, to compile it, and to run it once to completion."""
+
+    lower_s: float
+    compile_s: float
+    first_step_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.lower_s + self.compile_s
+
+
+def compile_and_run_once(bench: Bench, indices: jax.Array) -> tuple[Any, CompileTiming]:
+    """Lowers and compiles the train step, runs it once; returns the compiled step and timings.
+
+    `bench.state` is donated to the first step and replaced by its output.
+    """
+    start = time.perf_counter()
+    lowered = bench.train_step.lower(bench.state, bench.data, indices)
+    lowered_at = time.perf_counter()
+    compiled = lowered.compile()
+    compiled_at = time.perf_counter()
+    bench.state = jax.block_until_ready(compiled(bench.state, bench.data, indices))
+    ran_at = time.perf_counter()
+    return compiled, CompileTiming(lowered_at - start, compiled_at - lowered_at, ran_at - compiled_at)
+
+
+@contextlib.contextmanager
+def xla_convolutions() -> Iterator[None]:
+    """Models built inside use `lax.conv_general_dilated` and its own gradient on every backend,
+    instead of `resdepth.cpu_conv`'s kernel-gradient formulation that CPU models get."""
+    original = resdepth.models.conv_function
+    resdepth.models.conv_function = lambda: lax.conv_general_dilated
+    try:
+        yield
+    finally:
+        resdepth.models.conv_function = original
+
+
+def usable_cores() -> int:
+    """What `nproc` prints: the cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def machine_lines() -> list[str]:
+    """Backend, devices, versions and cores, for the head of a benchmark's output."""
+    device = jax.devices()[0]
+    return [
+        f"backend {jax.default_backend()}, {jax.device_count()} x {device.device_kind}; "
+        f"nproc {usable_cores()}; load average {os.getloadavg()[0]:.2f}",
+        f"python {platform.python_version()}, jax {jax.__version__}, flax {flax.__version__}; "
+        "persistent compilation cache "
+        f"{'on' if jax.config.jax_enable_compilation_cache else 'off'}",
+    ]

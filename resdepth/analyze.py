@@ -1,0 +1,79 @@
+"""Figure 7's quantity: the standard deviation of each 3x3 layer's response on the test set.
+
+The response is a 3x3 conv's output after BN and before the ReLU or the addition (§4.2). The
+model reports (mean, mean of squares) per layer per batch; they are combined over the whole
+test set in float64 and turned into std = sqrt(E[y^2] - E[y]^2), over all of a layer's outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from resdepth.architectures import InvalidChoice
+from resdepth.checkpoints import Checkpointer, abstract_like
+from resdepth.config import config_from_dict
+from resdepth.data import load_dataset
+from resdepth.models import build_model
+from resdepth.run_files import CONFIG_FILE, RESPONSES_FILE, read_json, write_json
+from resdepth import step as steps
+
+
+def analyze_run(run_dir: Path, data_dir: str | None = None) -> dict[str, Any]:
+    """Measures and saves `layer_responses.json` for a trained run; returns its content."""
+    saved = read_json(run_dir / CONFIG_FILE)
+    if saved is None:
+        raise InvalidChoice(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
+    config = config_from_dict(saved["config"])
+    if data_dir is not None:
+        config.data.data_dir = data_dir
+    data = load_dataset(config.data)
+    from resdepth.train import model_spec
+
+    model = build_model(model_spec(config, data.num_classes), config.run.seed,
+                        in_channels=data.train_images.shape[-1])
+    mesh = steps.make_mesh()
+    graphdef, state = steps.init_state(config, model, mesh)
+    restored = Checkpointer(run_dir, config.run.keep_checkpoints).restore_latest(abstract_like(state))
+    if restored is None or restored.state is None:
+        raise InvalidChoice(f"{run_dir} has no readable checkpoint to analyze")
+    state = restored.state
+
+    @jax.jit
+    def batch_moments(state, images):
+        model = nnx.merge(graphdef, state.params, state.batch_stats)
+        normalized = images.astype(np.float32) - data.mean_image
+        return model.forward_with_responses(normalized, train=False)[1]
+
+    totals, count = None, 0
+    batch = config.run.eval_batch_size
+    for start in range(0, len(data.test_images), batch):
+        images = data.test_images[start:start + batch]
+        moments = [np.asarray(m, np.float64) * len(images) for m in jax.device_get(batch_moments(state, images))]
+        totals = moments if totals is None else [t + m for t, m in zip(totals, moments)]
+        count += len(images)
+    # Each row's (mean, mean of squares) is over equal-sized layer outputs within a batch, so
+    # weighting batches by their image count gives the test-set moments.
+    names = _names(totals)
+    flat = np.concatenate([t.reshape(-1, 2) for t in totals]) / count
+    stds = [math.sqrt(max(square - mean * mean, 0.0)) for mean, square in flat]
+    result = {"name": run_dir.name, "arch": "residual" if config.model.residual else "plain",
+              "depth": config.model.depth, "dataset": config.data.dataset,
+              "step": restored.step,
+              "layers": [{"index": i, "name": n, "std": s} for i, (n, s) in enumerate(zip(names, stds))]}
+    write_json(run_dir / RESPONSES_FILE, result)
+    return result
+
+
+def _names(moments: list[np.ndarray]) -> list[str]:
+    """The stem's moments come first (shape (1, 1, 2)), then one (blocks, convs, 2) per stage."""
+    names = ["stem"]
+    for stage, array in enumerate(moments[1:], start=1):
+        blocks, convs = array.shape[:2]
+        names.extend(f"stage{stage}.block{b}.conv{c + 1}" for b in range(blocks) for c in range(convs))
+    return names

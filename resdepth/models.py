@@ -1,0 +1,237 @@
+"""The plain/residual network family of He et al. (2016) in Flax NNX.
+
+Depth, plain-or-residual and the shortcut option are values of one `ModelSpec`, not classes.
+A stage is its first block (which may downsample) followed by a scan over its identical blocks,
+so the compiled program does not grow with depth (ResNet-1202 has 199 scanned blocks per stage).
+
+Shapes: images are NHWC, `(batch, height, width, channels)`; logits are `(batch, num_classes)`,
+always float32 whatever the compute dtype.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from resdepth.architectures import BlockKind, StagePlan, stage_plan
+from resdepth.cpu_conv import conv_function
+
+Shortcut = Literal["A", "B", "C"]
+
+# He et al. 2015 ("Delving deep into rectifiers"): N(0, 2 / fan_in) for ReLU nets.
+HE_NORMAL = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")
+BN_MOMENTUM = 0.9  # running-average decay of BatchNorm statistics
+BN_EPSILON = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """Everything that decides a network's shape and arithmetic.
+
+    Attributes:
+      dataset_family: "cifar" (depth 6n+2, §4.2) or "imagenet" (Table 1).
+      depth: number of weighted layers.
+      residual: False builds the plain net: the same layers without shortcuts.
+      shortcut: "A" zero-pad identity, "B" project where dimensions grow, "C" project everywhere.
+      num_classes: width of the final dense layer.
+      compute_dtype: "float32" or "bfloat16"; parameters are always float32.
+      remat: rematerialize each block in the backward pass (less memory, about 1/3 more compute).
+    """
+
+    dataset_family: Literal["cifar", "imagenet"] = "cifar"
+    depth: int = 20
+    residual: bool = True
+    shortcut: Shortcut = "A"
+    num_classes: int = 10
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    remat: bool = False
+
+    @property
+    def plan(self) -> StagePlan:
+        return stage_plan(self.dataset_family, self.depth)
+
+    @property
+    def name(self) -> str:
+        return f"{'resnet' if self.residual else 'plain'}-{self.depth}"
+
+
+class ConvBN(nnx.Module):
+    """Convolution without bias followed by BatchNorm (the paper puts BN after every conv)."""
+
+    def __init__(self, in_features: int, out_features: int, kernel: int, stride: int,
+                 dtype: jnp.dtype, *, rngs: nnx.Rngs):
+        self.conv = nnx.Conv(in_features, out_features, (kernel, kernel), strides=stride,
+                             padding="SAME", use_bias=False, kernel_init=HE_NORMAL,
+                             dtype=dtype, param_dtype=jnp.float32,
+                             conv_general_dilated=conv_function(), rngs=rngs)
+        self.norm = nnx.BatchNorm(out_features, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+                                  dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        return self.norm(self.conv(x), use_running_average=not train)
+
+
+def response_moments(y: jax.Array) -> jax.Array:
+    """(mean, mean of squares) of a layer response, shape (2,), float32, for Figure 7."""
+    y = y.astype(jnp.float32)
+    return jnp.stack([jnp.mean(y), jnp.mean(jnp.square(y))])
+
+
+def zero_pad_shortcut(x: jax.Array, stride: int, out_features: int) -> jax.Array:
+    """Option A: subsample by `stride` and zero-pad the new channels; no parameters."""
+    if stride > 1:
+        x = x[:, ::stride, ::stride, :]
+    extra = out_features - x.shape[-1]
+    if extra > 0:
+        x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra)))
+    return x
+
+
+class Block(nnx.Module):
+    """One basic (two 3x3 convs) or bottleneck (1x1, 3x3, 1x1) block, residual or plain.
+
+    `__call__` maps (batch, H, W, in_features) to (batch, H/stride, W/stride, out_features) and
+    also returns the moments of each 3x3 conv's BN output, shape (number of 3x3 convs, 2).
+    """
+
+    def __init__(self, in_features: int, width: int, stride: int, kind: BlockKind,
+                 residual: bool, shortcut: Shortcut, dtype: jnp.dtype, *, rngs: nnx.Rngs):
+        self.kind = kind
+        self.residual = residual
+        self.stride = stride
+        if kind == "basic":
+            self.out_features = width
+            self.layers = nnx.List([
+                ConvBN(in_features, width, 3, stride, dtype, rngs=rngs),
+                ConvBN(width, width, 3, 1, dtype, rngs=rngs),
+            ])
+            self.response_layers = (0, 1)
+        else:
+            self.out_features = 4 * width
+            # The original paper strides the first 1x1 conv (not the 3x3 of the later "v1.5").
+            self.layers = nnx.List([
+                ConvBN(in_features, width, 1, stride, dtype, rngs=rngs),
+                ConvBN(width, width, 3, 1, dtype, rngs=rngs),
+                ConvBN(width, self.out_features, 1, 1, dtype, rngs=rngs),
+            ])
+            self.response_layers = (1,)
+        grows = stride != 1 or in_features != self.out_features
+        project = residual and (shortcut == "C" or (shortcut == "B" and grows))
+        self.projection = (ConvBN(in_features, self.out_features, 1, stride, dtype, rngs=rngs)
+                           if project else None)
+
+    def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
+        y, moments = x, []
+        for index, layer in enumerate(self.layers):
+            y = layer(y, train)
+            if index in self.response_layers:
+                moments.append(response_moments(y))
+            if index < len(self.layers) - 1:
+                y = nnx.relu(y)
+        if self.residual:
+            if self.projection is not None:
+                y = y + self.projection(x, train)
+            else:
+                y = y + zero_pad_shortcut(x, self.stride, self.out_features).astype(y.dtype)
+        return nnx.relu(y), jnp.stack(moments)
+
+
+class Stage(nnx.Module):
+    """A first block (which may change the shape) then `num_blocks - 1` identical scanned blocks."""
+
+    def __init__(self, in_features: int, width: int, stride: int, num_blocks: int,
+                 spec: ModelSpec, dtype: jnp.dtype, *, rngs: nnx.Rngs):
+        kind = spec.plan.block_kind
+        self.first = Block(in_features, width, stride, kind, spec.residual, spec.shortcut,
+                           dtype, rngs=rngs)
+        self.out_features = self.first.out_features
+        self.remat = spec.remat
+        self.num_repeated = num_blocks - 1
+        if self.num_repeated == 0:
+            self.repeated = None
+            return
+
+        out_features = self.out_features
+
+        @nnx.split_rngs(splits=self.num_repeated)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def make_blocks(block_rngs: nnx.Rngs) -> Block:
+            return Block(out_features, width, 1, kind, spec.residual, spec.shortcut, dtype,
+                         rngs=block_rngs)
+
+        self.repeated = make_blocks(rngs)
+
+    def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
+        """Returns the stage output and the 3x3 response moments, shape (blocks, convs, 2)."""
+        x, first_moments = self.first(x, train)
+        if self.repeated is None:
+            return x, first_moments[None]
+
+        def apply_block(block: Block, carry: jax.Array) -> tuple[jax.Array, jax.Array]:
+            return block(carry, train)
+
+        if self.remat:
+            apply_block = nnx.remat(apply_block)
+        scan = nnx.scan(apply_block, in_axes=(0, nnx.Carry), out_axes=(nnx.Carry, 0))
+        x, moments = scan(self.repeated, x)
+        return x, jnp.concatenate([first_moments[None], moments])
+
+
+class ResNet(nnx.Module):
+    """A plain or residual network of the CIFAR (§4.2) or ImageNet (Table 1) family."""
+
+    def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, in_channels: int = 3):
+        self.spec = spec
+        plan = spec.plan
+        dtype = jnp.dtype(spec.compute_dtype)
+        self.dtype = dtype
+        if spec.dataset_family == "cifar":
+            self.stem = ConvBN(in_channels, plan.stem_features, 3, 1, dtype, rngs=rngs)
+        else:
+            self.stem = ConvBN(in_channels, plan.stem_features, 7, 2, dtype, rngs=rngs)
+        stages, features = [], plan.stem_features
+        for index, (width, num_blocks) in enumerate(zip(plan.widths, plan.stage_sizes)):
+            stride = 1 if index == 0 else 2
+            stage = Stage(features, width, stride, num_blocks, spec, dtype, rngs=rngs)
+            stages.append(stage)
+            features = stage.out_features
+        self.stages = nnx.List(stages)
+        self.head = nnx.Linear(features, spec.num_classes, kernel_init=HE_NORMAL,
+                               dtype=jnp.float32, param_dtype=jnp.float32, rngs=rngs)
+
+    def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+        """images (batch, H, W, C), mean-subtracted -> logits (batch, num_classes), float32."""
+        return self.forward_with_responses(images, train)[0]
+
+    def forward_with_responses(self, images: jax.Array, train: bool = False
+                               ) -> tuple[jax.Array, list[jax.Array]]:
+        """Logits plus the Figure 7 moments: the stem's (cifar only) and one array per stage.
+
+        Each stage's moments have shape (blocks, 3x3 convs per block, 2) in layer order.
+        """
+        x = self.stem(images.astype(self.dtype), train)
+        responses = []
+        if self.spec.dataset_family == "cifar":
+            responses.append(response_moments(x)[None, None])
+        x = nnx.relu(x)
+        if self.spec.dataset_family == "imagenet":
+            x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+        for stage in self.stages:
+            x, moments = stage(x, train)
+            responses.append(moments)
+        features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+        return self.head(features), responses
+
+
+def build_model(spec: ModelSpec, seed: int = 0, in_channels: int = 3) -> ResNet:
+    """Initializes a model with He-initialized weights from `seed`."""
+    return ResNet(spec, rngs=nnx.Rngs(seed), in_channels=in_channels)
+
+
+def abstract_model(spec: ModelSpec, in_channels: int = 3) -> ResNet:
+    """The model with shapes only (no memory), for counting parameters and multiply-adds."""
+    return nnx.eval_shape(lambda: build_model(spec, 0, in_channels))

@@ -1,0 +1,190 @@
+"""The pure, compiled training and evaluation steps, data-parallel over a device mesh.
+
+`train_step(state, batch_indices) -> (state, None)` is one SGD iteration on one global batch.
+It is jitted once with the state donated; the batch is split over the mesh's `data` axis with a
+named sharding while parameters and optimizer state are replicated. BatchNorm statistics are
+means over the batch axis of a globally sharded array, so XLA computes them over the global
+batch. Nothing in here prints or touches the host; the loop in `train.py` owns all I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from resdepth.augment import normalize, random_crop_flip
+from resdepth.config import ExperimentConfig
+
+DATA_AXIS = "data"
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class TrainState:
+    """Everything an iteration reads and writes; all leaves are arrays, so it is one pytree.
+
+    The interval sums (`loss_sum`, `error_sum`, `examples_seen`) accumulate training metrics on
+    the device between logging points and are checkpointed, so a resumed run logs the same rows.
+    """
+
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    step: jax.Array  # int32 (), iterations done
+    rng: jax.Array  # uint32 key data; augmentation uses fold_in(rng, step)
+    warmup_active: jax.Array  # bool (): learning rate held at the warm-up value (§4.2)
+    lr_scale: jax.Array  # float32 (): product of the plateau decays (1.0 on fixed schedules)
+    loss_sum: jax.Array  # float32 (): summed per-example loss since the last log row
+    error_sum: jax.Array  # float32 (): misclassified examples since the last log row
+    examples_seen: jax.Array  # float32 (): examples since the last log row
+
+
+def make_mesh() -> Mesh:
+    """A 1-D mesh over every device of every process, axis name `data`.
+
+    The axis is Auto (the compiler propagates shardings from the inputs), which is what a pure
+    data-parallel step needs; newer JAX defaults make_mesh to Explicit axes.
+    """
+    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
+                         axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def make_optimizer(config: ExperimentConfig) -> optax.GradientTransformation:
+    """L2 weight decay on every parameter, then heavy-ball momentum (the learning rate is
+    applied in the step because it depends on the warm-up state, not only on the step)."""
+    return optax.chain(optax.add_decayed_weights(config.optim.weight_decay),
+                       optax.trace(decay=config.optim.momentum))
+
+
+def learning_rate(config: ExperimentConfig, step: jax.Array, warmup_active: jax.Array,
+                  lr_scale: jax.Array) -> jax.Array:
+    """The learning rate of iteration `step` (0-based): base rate divided by 10 at each
+    boundary passed, or the warm-up rate while the warm-up is active. float32 ()."""
+    optim = config.optim
+    decays = sum((step >= boundary).astype(jnp.int32) for boundary in optim.lr_boundaries_steps)
+    if optim.lr_schedule != "steps":
+        decays = jnp.int32(0)
+    scheduled = optim.learning_rate * lr_scale * optim.lr_decay_factor ** decays
+    return jnp.where(warmup_active, optim.warmup_learning_rate, scheduled).astype(jnp.float32)
+
+
+def uses_warmup(config: ExperimentConfig) -> bool:
+    return config.model.depth >= config.optim.warmup_min_depth
+
+
+def init_state(config: ExperimentConfig, model: nnx.Module, mesh: Mesh) -> tuple[Any, TrainState]:
+    """(graphdef, replicated TrainState) for a freshly initialized model."""
+    graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+    state = TrainState(
+        params=params, batch_stats=batch_stats,
+        opt_state=make_optimizer(config).init(params),
+        step=jnp.int32(0),
+        rng=jax.random.key_data(jax.random.key(config.run.seed)),
+        warmup_active=jnp.bool_(uses_warmup(config)),
+        lr_scale=jnp.float32(1.0),
+        **fresh_interval_sums(mesh),
+    )
+    return graphdef, jax.device_put(state, replicated(mesh))
+
+
+def fresh_interval_sums(mesh: Mesh) -> dict[str, jax.Array]:
+    """Zeroed interval sums, each its own buffer (a donated state may not alias one twice)."""
+    return {name: jax.device_put(np.zeros((), np.float32), replicated(mesh))
+            for name in ("loss_sum", "error_sum", "examples_seen")}
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class DeviceDataset:
+    """A small dataset resident on the devices (replicated), passed to the step as an argument
+    rather than closed over, so it is not baked into the compiled program as a constant.
+
+    train_images uint8 (N, H, W, C); train_labels int32 (N,); mean_image float32 (H, W, C).
+    """
+
+    train_images: jax.Array
+    train_labels: jax.Array
+    mean_image: jax.Array
+
+
+def make_train_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh
+                    ) -> Callable[[TrainState, DeviceDataset, jax.Array], TrainState]:
+    """The jitted SGD iteration for the on-device datasets (CIFAR-10, digits).
+
+    The step receives the global batch's indices, int32 (B,), sharded over `data`, gathers the
+    images on the devices and augments them there.
+    """
+    optimizer = make_optimizer(config)
+    augment = config.data.augment
+    pad, flip = config.data.pad_pixels, config.data.random_flip
+
+    def step(state: TrainState, data: DeviceDataset, indices: jax.Array) -> TrainState:
+        images = normalize(data.train_images[indices], data.mean_image)
+        if augment:
+            key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+            images = random_crop_flip(key, images, pad, flip)[0]
+        images = jax.lax.with_sharding_constraint(images, batch_sharded(mesh))
+        labels = data.train_labels[indices]
+        return apply_gradients(config, graphdef, optimizer, state, images, labels)
+
+    return jax.jit(step, donate_argnums=0)
+
+
+def apply_gradients(config: ExperimentConfig, graphdef: Any, optimizer: optax.GradientTransformation,
+                    state: TrainState, images: jax.Array, labels: jax.Array) -> TrainState:
+    """One SGD iteration on float images (B, H, W, C) and int labels (B,); traced, not jitted."""
+    model = nnx.merge(graphdef, state.params, state.batch_stats)
+
+    def loss_fn(model):
+        logits = model(images, train=True)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        return jnp.mean(losses), (losses, logits)
+
+    grad_fn = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True)
+    (_, (losses, logits)), grads = grad_fn(model)
+    rate = learning_rate(config, state.step, state.warmup_active, state.lr_scale)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = jax.tree.map(lambda p, u: p - rate * u, state.params, updates)
+    errors = jnp.sum(jnp.argmax(logits, axis=-1) != labels)
+    return dataclasses.replace(
+        state, params=params, batch_stats=nnx.state(model, nnx.BatchStat), opt_state=opt_state,
+        step=state.step + 1,
+        loss_sum=state.loss_sum + jnp.sum(losses),
+        error_sum=state.error_sum + errors.astype(jnp.float32),
+        examples_seen=state.examples_seen + labels.shape[0],
+    )
+
+
+def make_eval_step(graphdef: Any) -> Callable[..., jax.Array]:
+    """Jitted (state, images, labels, mask, mean_image) -> float32 (3,): summed loss, errors, count.
+
+    images are uint8 and `mean_image` float32 (H, W, C) for the on-device datasets; with
+    mean_image None the images are float and already normalized. mask float32 (B,) is 0 on the
+    padding of the last batch.
+    """
+
+    def evaluate(state: TrainState, images, labels, mask, mean_image):
+        model = nnx.merge(graphdef, state.params, state.batch_stats)
+        if mean_image is not None:
+            images = normalize(images, mean_image)
+        logits = model(images, train=False)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        errors = (jnp.argmax(logits, axis=-1) != labels).astype(jnp.float32)
+        return jnp.stack([jnp.sum(losses * mask), jnp.sum(errors * mask), jnp.sum(mask)])
+
+    return jax.jit(evaluate)

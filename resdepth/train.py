@@ -1,0 +1,312 @@
+"""One experiment from start (or its latest checkpoint) to summary.json.
+
+`train_and_evaluate(config, run_dir, on_event)` owns every side effect of a run: loading data,
+the compiled steps of `step.py`, metrics.jsonl, evaluations, Orbax checkpoints, the warm-up
+switch, divergence and interruption. It never prints: progress goes to `on_event` as
+`Event`s, which the CLI renders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from resdepth.architectures import InvalidChoice, family_of
+from resdepth.checkpoints import Checkpointer, abstract_like
+from resdepth.config import ExperimentConfig
+from resdepth.data import InMemoryDataset, BatchOrder, load_dataset
+from resdepth.models import ModelSpec, build_model
+from resdepth.run_files import (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, MetricsLog, code_version,
+                                ensure_writable, read_json, write_json)
+from resdepth import step as steps
+
+
+@dataclasses.dataclass
+class Event:
+    """Progress of a run. kind: start | train | eval | note | end; `data` holds the row."""
+
+    kind: str
+    step: int
+    total_steps: int
+    data: dict[str, Any]
+
+
+EventSink = Callable[[Event], None]
+
+
+def model_spec(config: ExperimentConfig, num_classes: int) -> ModelSpec:
+    model = config.model
+    return ModelSpec(family_of(config.data.dataset), model.depth, model.residual, model.shortcut,
+                     num_classes, model.compute_dtype, model.remat)
+
+
+def warmup_should_end(warmup_active: bool, interval_train_error: float, threshold: float) -> bool:
+    """§4.2: leave the warm-up at the first logging interval whose training error is below 80%."""
+    return warmup_active and interval_train_error < threshold
+
+
+def maybe_initialize_distributed() -> None:
+    """Joins a multi-process run when launched as one (SLURM, a TPU pod, or JAX_COORDINATOR_*)."""
+    launched = (os.environ.get("JAX_COORDINATOR_ADDRESS")
+                or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+                or os.environ.get("RESDEPTH_DISTRIBUTED") == "1")
+    if launched and not jax.distributed.is_initialized():
+        jax.distributed.initialize()
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each iteration, so the run
+    checkpoints and exits cleanly instead of dying mid-write."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda *_: flag.set())
+    try:
+        yield flag
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _process_share(array: np.ndarray) -> np.ndarray:
+    """This process's contiguous part of a global batch (the mesh orders devices by process)."""
+    per_process = len(array) // jax.process_count()
+    start = jax.process_index() * per_process
+    return array[start:start + per_process]
+
+
+def _to_global(array: np.ndarray, sharding) -> jax.Array:
+    if sharding.is_fully_replicated:
+        return jax.make_array_from_process_local_data(sharding, array)
+    return jax.make_array_from_process_local_data(sharding, _process_share(array), array.shape)
+
+
+class Evaluator:
+    """Test loss and error over the whole test split, in padded, sharded batches."""
+
+    def __init__(self, config: ExperimentConfig, graphdef: Any, mesh, data: InMemoryDataset,
+                 mean_image: jax.Array):
+        self.eval_step = steps.make_eval_step(graphdef)
+        self.mesh, self.data, self.mean_image = mesh, data, mean_image
+        devices = jax.device_count()
+        size = min(config.run.eval_batch_size, len(data.test_images))
+        self.batch_size = max(devices, math.ceil(size / devices) * devices)
+
+    def __call__(self, state: steps.TrainState) -> tuple[float, float]:
+        """(mean test loss, test error as a fraction)."""
+        totals = np.zeros(3, np.float64)
+        images, labels = self.data.test_images, self.data.test_labels
+        sharding = steps.batch_sharded(self.mesh)
+        for start in range(0, len(images), self.batch_size):
+            batch_images = images[start:start + self.batch_size]
+            batch_labels = labels[start:start + self.batch_size]
+            mask = np.ones(len(batch_images), np.float32)
+            pad = self.batch_size - len(batch_images)
+            if pad:
+                batch_images = np.concatenate([batch_images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+                batch_labels = np.concatenate([batch_labels, np.zeros(pad, labels.dtype)])
+                mask = np.concatenate([mask, np.zeros(pad, np.float32)])
+            sums = self.eval_step(state, _to_global(batch_images, sharding),
+                                  _to_global(batch_labels, sharding), _to_global(mask, sharding),
+                                  self.mean_image)
+            totals += np.asarray(jax.device_get(sums), np.float64)
+        return totals[0] / totals[2], totals[1] / totals[2]
+
+
+def _replicated_scalar(value, dtype, mesh) -> jax.Array:
+    return jax.device_put(jnp.asarray(value, dtype), steps.replicated(mesh))
+
+
+def _save_config(run_dir: Path, config: ExperimentConfig, writes: bool) -> None:
+    if writes and not (run_dir / CONFIG_FILE).exists():
+        write_json(run_dir / CONFIG_FILE, {
+            "config": config.to_dict(), "code_version": code_version(),
+            "jax_version": jax.__version__, "devices": [str(d) for d in jax.devices()]})
+
+
+def _validate(config: ExperimentConfig) -> None:
+    devices = jax.device_count()
+    if config.optim.batch_size % devices:
+        raise InvalidChoice(f"batch size {config.optim.batch_size} must be divisible by the "
+                            f"{devices} devices that share it")
+    for name in ("total_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
+        section = config.optim if name == "total_steps" else config.run
+        if getattr(section, name) < 1:
+            raise InvalidChoice(f"{name} must be at least 1")
+
+
+def train_and_evaluate(config: ExperimentConfig, run_dir: Path,
+                       on_event: EventSink = lambda event: None,
+                       stop: threading.Event | None = None) -> dict[str, Any]:
+    """Runs (or resumes, or recognises as finished) one experiment; returns its summary.
+
+    A finished run (summary status "completed") is returned as it is, untouched.
+    """
+    maybe_initialize_distributed()
+    writes = jax.process_index() == 0
+    ensure_writable(run_dir)
+    previous = read_json(run_dir / SUMMARY_FILE)
+    if previous and previous.get("status") == "completed":
+        return previous
+    if family_of(config.data.dataset) == "imagenet":
+        raise InvalidChoice("ImageNet training is not wired into `resdepth train` yet")
+    _validate(config)
+
+    data = load_dataset(config.data)
+    spec = model_spec(config, data.num_classes)
+    mesh = steps.make_mesh()
+    model = build_model(spec, config.run.seed, in_channels=data.train_images.shape[-1])
+    from resdepth.complexity import count_params
+    params_count = count_params(model)
+    graphdef, state = steps.init_state(config, model, mesh)
+    del model
+    _save_config(run_dir, config, writes)
+
+    checkpointer = Checkpointer(run_dir, config.run.keep_checkpoints)
+    metrics = MetricsLog(run_dir / METRICS_FILE, enabled=writes)
+    host: dict[str, Any] = {"warmup_switch_step": None, "wall_s": 0.0,
+                            "best_eval_error": None, "evals_since_best": 0}
+    restored = checkpointer.restore_latest(abstract_like(state))
+    if restored is not None:
+        for bad_step, reason in restored.skipped:
+            on_event(Event("note", bad_step, config.optim.total_steps,
+                           {"message": f"checkpoint {bad_step} unreadable ({reason}); using the previous one"}))
+        if restored.state is not None:
+            state, host = restored.state, {**host, **restored.host}
+    start_step = int(jax.device_get(state.step))
+    metrics.truncate_after(start_step)
+
+    replicated = steps.replicated(mesh)
+    device_data = steps.DeviceDataset(
+        _to_global(data.train_images, replicated), _to_global(data.train_labels, replicated),
+        _to_global(data.mean_image, replicated))
+    train_step = steps.make_train_step(config, graphdef, mesh)
+    evaluate = Evaluator(config, graphdef, mesh, data, device_data.mean_image)
+    order = BatchOrder(config.run.seed, len(data.train_images), config.optim.batch_size)
+    batch_sharding = steps.batch_sharded(mesh)
+
+    total = config.optim.total_steps
+    summary: dict[str, Any] = {
+        "name": run_dir.name, "experiment": config.name, "dataset": config.data.dataset,
+        "arch": "residual" if config.model.residual else "plain", "depth": config.model.depth,
+        "shortcut": config.model.shortcut, "seed": config.run.seed, "params": params_count,
+        "total_steps": total, "final_test_error": None, "final_test_loss": None,
+        "final_train_error": None, "final_test_top5_error": None, "message": ""}
+    last_train_error = _last_value(metrics.rows(), "train", "train_error")
+    on_event(Event("start", start_step, total, {"params": params_count, "resumed": restored is not None
+                                                and restored.state is not None}))
+
+    session_start = time.time()
+    interval_start, status, step = time.time(), "running", start_step
+
+    def wall() -> float:
+        return host["wall_s"] + time.time() - session_start
+
+    def checkpoint() -> None:
+        checkpointer.save(step, state, {**host, "wall_s": wall()})
+
+    with (stop_on_signals() if stop is None else contextlib.nullcontext(stop)) as stop_flag:
+        while step < total:
+            indices = _to_global(order.indices(step), batch_sharding)
+            state = train_step(state, device_data, indices)
+            step += 1
+            if step % config.run.log_every_steps == 0 or step == total:
+                sums = jax.device_get((state.loss_sum, state.error_sum, state.examples_seen,
+                                       state.warmup_active))
+                loss_sum, error_sum, seen, warmup_active = (float(v) for v in sums)
+                elapsed = time.time() - interval_start
+                rate = float(jax.device_get(steps.learning_rate(
+                    config, jnp.int32(step - 1), jnp.bool_(warmup_active), state.lr_scale)))
+                row = {"type": "train", "step": step, "epoch": order.epoch(step),
+                       "learning_rate": rate, "train_loss": loss_sum / seen,
+                       "train_error": error_sum / seen, "images_per_s": seen / max(elapsed, 1e-9),
+                       "wall_s": wall()}
+                metrics.append(row)
+                on_event(Event("train", step, total, row))
+                last_train_error = row["train_error"]
+                state = dataclasses.replace(state, **steps.fresh_interval_sums(mesh))
+                interval_start = time.time()
+                if not math.isfinite(row["train_loss"]):
+                    status = "diverged"
+                    summary["message"] = f"training loss became {row['train_loss']} at iteration {step}"
+                    break
+                if warmup_should_end(bool(warmup_active), row["train_error"],
+                                     config.optim.warmup_until_train_error):
+                    state = dataclasses.replace(
+                        state, warmup_active=_replicated_scalar(False, jnp.bool_, mesh))
+                    host["warmup_switch_step"] = step
+                    on_event(Event("note", step, total, {
+                        "message": f"warm-up over at iteration {step}: training error "
+                                   f"{row['train_error']:.1%} < {config.optim.warmup_until_train_error:.0%}"}))
+            if step % config.run.eval_every_steps == 0 or step == total:
+                test_loss, test_error = evaluate(state)
+                row = {"type": "eval", "step": step, "epoch": order.epoch(step),
+                       "test_loss": test_loss, "test_error": test_error}
+                metrics.append(row)
+                on_event(Event("eval", step, total, row))
+                state = _plateau_update(config, state, host, test_error, mesh, on_event, step)
+            if step % config.run.checkpoint_every_steps == 0 or step == total:
+                checkpoint()
+            if stop_flag.is_set():
+                checkpoint()
+                status = "interrupted"
+                summary["message"] = f"interrupted at iteration {step}; run the same command to resume"
+                break
+        else:
+            status = "completed"
+
+    checkpointer.close()
+    rows = metrics.rows() if writes else []
+    summary.update({
+        "status": status, "steps_done": step, "wall_s": wall(),
+        "warmup_switch_step": host["warmup_switch_step"],
+        "final_train_error": last_train_error,
+    })
+    if status == "completed":
+        summary["final_test_error"] = _last_value(rows, "eval", "test_error")
+        summary["final_test_loss"] = _last_value(rows, "eval", "test_loss")
+    if writes:
+        write_json(run_dir / SUMMARY_FILE, summary)
+    on_event(Event("end", step, total, summary))
+    return summary
+
+
+def _plateau_update(config: ExperimentConfig, state: steps.TrainState, host: dict[str, Any],
+                    eval_error: float, mesh, on_event: EventSink, step: int) -> steps.TrainState:
+    """The "divide by 10 when the error plateaus" schedule (§3.4), decided on evaluations."""
+    if config.optim.lr_schedule != "plateau":
+        return state
+    best = host["best_eval_error"]
+    if best is None or eval_error < best - 1e-4:
+        host["best_eval_error"], host["evals_since_best"] = eval_error, 0
+        return state
+    host["evals_since_best"] += 1
+    if host["evals_since_best"] < config.optim.plateau_patience_evals:
+        return state
+    host["evals_since_best"] = 0
+    scale = float(jax.device_get(state.lr_scale)) * config.optim.lr_decay_factor
+    on_event(Event("note", step, config.optim.total_steps,
+                   {"message": f"error plateaued: learning rate x{config.optim.lr_decay_factor}"}))
+    return dataclasses.replace(state, lr_scale=_replicated_scalar(scale, jnp.float32, mesh))
+
+
+def _last_value(rows: list[dict[str, Any]], kind: str, key: str) -> float | None:
+    for row in reversed(rows):
+        if row.get("type") == kind:
+            return row.get(key)
+    return None
