@@ -30,7 +30,7 @@ CIFAR_CLASSES = 10
 
 
 def disable_persistent_cache() -> None:
-    """Every compile is a real compile: no on-disk cache, even if JAX_COMPILATION_CACHE_DIR is set."""
+    """Every compile is a real compile: no on-disk cache, even with JAX_COMPILATION_CACHE_DIR set."""
     jax.config.update("jax_enable_compilation_cache", False)
 
 
@@ -70,8 +70,8 @@ def prepare(config: ExperimentConfig, num_images: int, seed: int = 0) -> Bench:
     rng = np.random.default_rng(seed)
     replicated = steps.replicated(mesh)
     data = steps.DeviceDataset(
-        train_images=jax.device_put(rng.integers(0, 256, (num_images, *CIFAR_SHAPE), dtype=np.uint8),
-                                    replicated),
+        train_images=jax.device_put(
+            rng.integers(0, 256, (num_images, *CIFAR_SHAPE), dtype=np.uint8), replicated),
         train_labels=jax.device_put(rng.integers(0, CIFAR_CLASSES, num_images, dtype=np.int32),
                                     replicated),
         mean_image=jax.device_put(np.full(CIFAR_SHAPE, 127.5, np.float32), replicated))
@@ -121,7 +121,9 @@ def xla_convolutions() -> Iterator[None]:
 
 def usable_cores() -> int:
     """What `nproc` prints: the cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def machine_lines() -> list[str]:

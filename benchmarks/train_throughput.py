@@ -101,19 +101,17 @@ def main() -> None:
     backend = jax.default_backend()
     timed_steps = args.steps or DEFAULT_STEPS.get(backend, DEFAULT_ACCELERATOR_STEPS)
     device_kind = jax.devices()[0].device_kind
-    peak = device_peak(device_kind) if backend == "gpu" else None
+    peak = device_peak(device_kind)
     for line in machine_lines():
         print(line)
     print(f"residual option A, batch {args.batch}, {args.dtype}, {timed_steps} timed steps after "
           f"the first; FLOP/s = {TRAIN_PASSES} x forward multiply-adds x "
           f"{FLOPS_PER_MULTIPLY_ADD} x images/s")
-    if backend == "gpu":
-        columns = peak_columns(args.dtype)
-        if peak is None:
-            print(f"peak FLOP/s of {device_kind!r}: unknown")
-        else:
-            print(f"peak dense TFLOP/s of {device_kind!r}: "
-                  + ", ".join(f"{name} {peak[name]:g}" for name in columns))
+    if peak is None:
+        print(f"peak FLOP/s of {device_kind!r}: unknown")
+    else:
+        print(f"peak dense TFLOP/s of {device_kind!r}: "
+              + ", ".join(f"{name} {peak[name]:g}" for name in peak_columns(args.dtype)))
     convs = ["resdepth"]
     if args.xla_conv:
         if backend == "cpu":
@@ -122,9 +120,9 @@ def main() -> None:
             print(f"--xla-conv: models on {backend} already use lax.conv_general_dilated; skipped")
 
     header = (f"{'depth':>6}{'conv':>9}{'compile s':>11}{'first step s':>14}{'step ms':>10}"
-              f"{'images/s':>10}{'GFLOP/s':>9}")
+              f"{'images/s':>10}{'GFLOP/s':>10}")
     if peak is not None:
-        header += "".join(f"{'% ' + name:>10}" for name in peak_columns(args.dtype))
+        header += "".join(f"{'% ' + name:>11}" for name in peak_columns(args.dtype))
     print(header)
     step_ms: dict[tuple[int, str], float] = {}
     for depth in depths:
@@ -134,10 +132,11 @@ def main() -> None:
             multiply_adds = count_multiply_adds(result["spec"], 32)
             flops = TRAIN_PASSES * multiply_adds * FLOPS_PER_MULTIPLY_ADD * result["images_per_s"]
             step_ms[depth, conv] = 1e3 * result["step_s"]
-            row = (f"{depth:>6}{conv:>9}{result['compile_s']:>11.2f}{result['first_step_s']:>14.2f}"
-                   f"{1e3 * result['step_s']:>10.1f}{result['images_per_s']:>10.1f}{flops / 1e9:>9.1f}")
+            row = (f"{depth:>6}{conv:>9}{result['compile_s']:>11.2f}"
+                   f"{result['first_step_s']:>14.2f}{1e3 * result['step_s']:>10.1f}"
+                   f"{result['images_per_s']:>10.1f}{flops / 1e9:>10.1f}")
             if peak is not None:
-                row += "".join(f"{100 * flops / (peak[name] * 1e12):>10.1f}"
+                row += "".join(f"{100 * flops / (peak[name] * 1e12):>11.1f}"
                                for name in peak_columns(args.dtype))
             print(row, flush=True)
     if "xla" in convs:

@@ -46,14 +46,15 @@ class TrainState:
     examples_seen: jax.Array  # float32 (): examples since the last log row
 
 
-def make_mesh() -> Mesh:
-    """A 1-D mesh over every device of every process, axis name `data`.
+def make_mesh(devices: list | None = None) -> Mesh:
+    """A 1-D mesh over `devices` (default: every device of every process), axis name `data`.
 
     The axis is Auto (the compiler propagates shardings from the inputs), which is what a pure
     data-parallel step needs; newer JAX defaults make_mesh to Explicit axes.
     """
-    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
-                         axis_types=(jax.sharding.AxisType.Auto,))
+    devices = jax.devices() if devices is None else devices
+    return jax.make_mesh((len(devices),), (DATA_AXIS,),
+                         axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -76,10 +77,11 @@ def learning_rate(config: ExperimentConfig, step: jax.Array, warmup_active: jax.
     """The learning rate of iteration `step` (0-based): base rate divided by 10 at each
     boundary passed, or the warm-up rate while the warm-up is active. float32 ()."""
     optim = config.optim
-    decays = sum((step >= boundary).astype(jnp.int32) for boundary in optim.lr_boundaries_steps)
-    if optim.lr_schedule != "steps":
-        decays = jnp.int32(0)
-    scheduled = optim.learning_rate * lr_scale * optim.lr_decay_factor ** decays
+    decays = jnp.float32(0)
+    if optim.lr_schedule == "steps":
+        for boundary in optim.lr_boundaries_steps:
+            decays = decays + (step >= boundary).astype(jnp.float32)
+    scheduled = optim.learning_rate * lr_scale * jnp.float32(optim.lr_decay_factor) ** decays
     return jnp.where(warmup_active, optim.warmup_learning_rate, scheduled).astype(jnp.float32)
 
 

@@ -35,6 +35,7 @@ def by_label(batch):
 def test_train_batches_shapes_labels_and_fresh_augmentation_each_epoch():
     with tfds.testing.mock_data(num_examples=4):
         imagenet_input.require_imagenet("", "")  # mock_data needs no files
+        imagenet_input.prepare_imagenet(IMAGENET)  # and preparing is a no-op
         epoch0, epoch1 = take(imagenet_input.train_batches(IMAGENET, 4, seed=0), 2)
         plain0, plain1 = take(imagenet_input.train_batches(
             DataConfig(dataset="imagenet", augment=False), 4, seed=0), 2)

@@ -1,0 +1,76 @@
+"""Shared fixtures: the embedded digits prepared once, and a small experiment of real runs.
+
+Every run here goes through the same code as a full run (TFDS loading, the compiled
+data-parallel step, Orbax checkpoints); only the nets and schedules are tiny.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # noqa: E402
+
+# Strict dtype promotion catches accidental float64/weak-type mixing in library code.
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+from resdepth.config import ExperimentConfig, load_config, parse_override  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def digits_data_dir(tmp_path_factory) -> str:
+    """A TFDS data dir with resdepth_digits prepared (about 5 s, once per session)."""
+    from resdepth.data import load_dataset
+
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    config = load_config("digits").data
+    config.data_dir = data_dir
+    load_dataset(config)
+    return data_dir
+
+
+def tiny_config(data_dir: str, *overrides: str, depth: int = 8, residual: bool = True,
+                steps: int = 30, seed: int = 0, name: str = "tiny") -> ExperimentConfig:
+    """A digits experiment of `steps` iterations at batch 32, logged every 5."""
+    texts = [f"name='{name}'", f"data.data_dir='{data_dir}'", f"model.depth={depth}",
+             f"model.residual={'true' if residual else 'false'}", f"run.seed={seed}",
+             f"optim.total_steps={steps}", "optim.batch_size=32", "optim.lr_boundaries_steps=[]",
+             "run.log_every_steps=5", "run.eval_every_steps=10", "run.checkpoint_every_steps=10",
+             *overrides]
+    return load_config("digits", [parse_override(text) for text in texts])
+
+
+def stop_at(step: int, kind: str = "train") -> tuple[threading.Event, callable]:
+    """A stop flag and an event sink that raises it once the run reports `step`."""
+    flag = threading.Event()
+
+    def sink(event):
+        if event.kind == kind and event.step >= step:
+            flag.set()
+
+    return flag, sink
+
+
+@pytest.fixture(scope="session")
+def recorded_runs(tmp_path_factory, digits_data_dir) -> Path:
+    """An experiment folder of real tiny digits runs: plain/residual 8 and 14 (seed 0) and
+    residual 8 seed 1, 60 iterations each, with layer responses for the seed-0 runs."""
+    from resdepth.analyze import analyze_run
+    from resdepth.sweep import run_dir_for
+    from resdepth.train import train_and_evaluate
+
+    out = tmp_path_factory.mktemp("results")
+    for depth, residual, seed in ((8, False, 0), (8, True, 0), (14, False, 0), (14, True, 0), (8, True, 1)):
+        config = tiny_config(digits_data_dir, depth=depth, residual=residual, seed=seed,
+                             steps=60, name="recorded")
+        run_dir = run_dir_for(out, config)
+        summary = train_and_evaluate(config, run_dir, stop=threading.Event())
+        assert summary["status"] == "completed"
+        if seed == 0:
+            analyze_run(run_dir)
+    return out / "recorded"
