@@ -21,6 +21,7 @@ from jax import lax
 
 import resdepth.models
 from resdepth import step as steps
+from resdepth.architectures import InvalidChoice, cifar_blocks_per_stage, parse_depths
 from resdepth.config import ExperimentConfig, load_config, parse_override
 from resdepth.models import ModelSpec, build_model
 from resdepth.train import model_spec
@@ -32,6 +33,17 @@ CIFAR_CLASSES = 10
 def disable_persistent_cache() -> None:
     """Every compile is a real compile: no on-disk cache, even with JAX_COMPILATION_CACHE_DIR set."""
     jax.config.update("jax_enable_compilation_cache", False)
+
+
+def check_depths_and_batch(depths_text: str, batch_size: int) -> list[int]:
+    """The CIFAR depths in '20,56,110', or InvalidChoice for a bad depth or batch size."""
+    depths = parse_depths(depths_text)
+    for depth in depths:
+        cifar_blocks_per_stage(depth)
+    if batch_size < 1 or batch_size % jax.device_count():
+        raise InvalidChoice(f"batch {batch_size} must be a positive multiple of the "
+                            f"{jax.device_count()} devices")
+    return depths
 
 
 def cifar_config(depth: int, batch_size: int, compute_dtype: str = "float32") -> ExperimentConfig:

@@ -22,11 +22,12 @@ import time
 
 import jax
 
-from resdepth.architectures import InvalidChoice, cifar_blocks_per_stage, parse_depths
+from resdepth.architectures import InvalidChoice
 from resdepth.complexity import count_multiply_adds
 
-from benchmarks.train_setup import (compile_and_run_once, cifar_config, disable_persistent_cache,
-                                    machine_lines, prepare, xla_convolutions)
+from benchmarks.train_setup import (check_depths_and_batch, cifar_config, compile_and_run_once,
+                                    disable_persistent_cache, machine_lines, prepare,
+                                    xla_convolutions)
 
 DEFAULT_STEPS = {"cpu": 3}  # timed steps after the first; 2 shared CPU cores are slow
 DEFAULT_ACCELERATOR_STEPS = 50
@@ -86,12 +87,7 @@ def main() -> None:
                         help="also time each depth with lax.conv_general_dilated's own gradient")
     args = parser.parse_args()
     try:
-        depths = parse_depths(args.depths)
-        for depth in depths:
-            cifar_blocks_per_stage(depth)
-        if args.batch < 1 or args.batch % jax.device_count():
-            raise InvalidChoice(f"batch {args.batch} must be a positive multiple of the "
-                                f"{jax.device_count()} devices")
+        depths = check_depths_and_batch(args.depths, args.batch)
         if args.steps is not None and args.steps < 1:
             raise InvalidChoice(f"--steps must be at least 1, got {args.steps}")
     except InvalidChoice as error:

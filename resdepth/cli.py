@@ -25,6 +25,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console()
 errors = Console(stderr=True)
 
+ASSUMED_TFLOPS = 20.0  # sustained training throughput per GPU assumed by --dry-run estimates
 DEFAULT_EXPERIMENT = {"cifar10": "cifar10", "digits": "digits", "imagenet": "imagenet"}
 
 
@@ -292,8 +293,9 @@ def _show_dry_run(config, points, out: Path) -> None:
     console.print(table)
     total = sum(row["train_pflop"] for row in rows)
     console.print(f"total training compute {total:,.2f} PFLOP (forward + backward = 3 x forward "
-                  f"multiply-adds x 2). At a sustained 100 TFLOP/s (an H100 in bfloat16 at ~10% "
-                  f"of peak, typical for these small convs) that is about {total * 1e15 / 100e12 / 3600:,.1f} GPU-hours.")
+                  f"multiply-adds x 2). At an assumed sustained {ASSUMED_TFLOPS:.0f} TFLOP/s per GPU "
+                  f"(small CIFAR convs use a GPU poorly; `make bench` measures yours) that is about "
+                  f"{total * 1e15 / (ASSUMED_TFLOPS * 1e12) / 3600:,.1f} GPU-hours.")
 
 
 def _show_sweep_table(name: str, summaries: list[dict[str, Any]], planned: int, seconds: float) -> None:

@@ -75,8 +75,12 @@ class SweepConfig:
     # Depths per architecture, where they differ (Table 6 has no plain-1202): {"plain": [...]}.
     depths_by_arch: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
-    # Extra seeds for some depths (the paper reports ResNet-110 over 5 runs): {"110": [0, 1, 2, 3, 4]}.
+    # Other seeds for some nets, keyed "<arch>-<depth>" or "<depth>" (the paper reports
+    # ResNet-110 over 5 runs): {"residual-110": [0, 1, 2, 3, 4]}.
     seeds_by_depth: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+
+    def seeds_for(self, arch: str, depth: int) -> list[int]:
+        return self.seeds_by_depth.get(f"{arch}-{depth}", self.seeds_by_depth.get(str(depth), self.seeds))
 
 
 @dataclasses.dataclass
@@ -180,17 +184,26 @@ def experiment_path(name_or_path: str) -> Path:
     raise ConfigError(f"no experiment file {name_or_path!r} (looked in ./experiments and the package)")
 
 
+def _read_experiment(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """An experiment file as a dict; `base = "other"` inherits another file's settings."""
+    path = experiment_path(name_or_path)
+    if path.stem in seen:
+        raise ConfigError(f"{path}: experiment files inherit from each other in a loop")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML ({error})") from None
+    own_name = data.get("name", path.stem)  # a child never takes its base's name
+    base = data.pop("base", None)
+    if base is not None:
+        data = _merge(_read_experiment(base, (*seen, path.stem)), data)
+    return {**data, "name": own_name}
+
+
 def load_config(experiment: str | None = None, overrides: list[dict[str, Any]] | None = None
                 ) -> ExperimentConfig:
     """Defaults <- experiment file <- overrides (each a nested dict, later ones win)."""
-    data: dict[str, Any] = {}
-    if experiment:
-        path = experiment_path(experiment)
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"{path}: not valid TOML ({error})") from None
-        data.setdefault("name", path.stem)
+    data = _read_experiment(experiment) if experiment else {}
     for override in overrides or []:
         data = _merge(data, override)
     return _build(ExperimentConfig, data, "")

@@ -38,7 +38,7 @@ def expand_grid(config: ExperimentConfig) -> list[GridPoint]:
             raise InvalidChoice(f"unknown architecture {arch!r}; choose plain or residual")
         for depth in sweep.depths_by_arch.get(arch, sweep.depths):
             stage_plan(family, depth)  # validates the depth for the dataset's family
-            seeds = sweep.seeds_by_depth.get(str(depth), sweep.seeds)
+            seeds = sweep.seeds_for(arch, depth)
             points.extend(GridPoint(arch, depth, seed) for seed in seeds)
     return points
 
@@ -95,6 +95,7 @@ def run_sweep(base: ExperimentConfig, points: list[GridPoint], out: Path,
                        "dataset": config.data.dataset, "shortcut": config.model.shortcut,
                        "message": f"{type(error).__name__}: {error}",
                        "traceback": traceback.format_exc()}
+            run_dir.mkdir(parents=True, exist_ok=True)
             previous = read_json(run_dir / SUMMARY_FILE) or {}
             write_json(run_dir / SUMMARY_FILE, {**previous, **summary})
         summaries.append(summary)
