@@ -15,34 +15,20 @@ import jax
 import numpy as np
 from flax import nnx
 
-from resdepth.architectures import InvalidChoice
-from resdepth.checkpoints import Checkpointer, abstract_like
-from resdepth.config import config_from_dict
+from resdepth.architectures import InvalidChoice, family_of
 from resdepth.data import load_dataset
-from resdepth.models import build_model
-from resdepth.run_files import CONFIG_FILE, RESPONSES_FILE, read_json, write_json
-from resdepth import step as steps
+from resdepth.run_files import RESPONSES_FILE, write_json
+from resdepth.trained import load_trained_run, run_config
 
 
 def analyze_run(run_dir: Path, data_dir: str | None = None) -> dict[str, Any]:
     """Measures and saves `layer_responses.json` for a trained run; returns its content."""
-    saved = read_json(run_dir / CONFIG_FILE)
-    if saved is None:
-        raise InvalidChoice(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
-    config = config_from_dict(saved["config"])
-    if data_dir is not None:
-        config.data.data_dir = data_dir
+    config = run_config(run_dir, data_dir)
+    if family_of(config.data.dataset) != "cifar":
+        raise InvalidChoice(f"{run_dir}: Figure 7 is measured on CIFAR-family runs only")
     data = load_dataset(config.data)
-    from resdepth.train import model_spec
-
-    model = build_model(model_spec(config, data.num_classes), config.run.seed,
-                        in_channels=data.train_images.shape[-1])
-    mesh = steps.make_mesh()
-    graphdef, state = steps.init_state(config, model, mesh)
-    restored = Checkpointer(run_dir, config.run.keep_checkpoints).restore_latest(abstract_like(state))
-    if restored is None or restored.state is None:
-        raise InvalidChoice(f"{run_dir} has no readable checkpoint to analyze")
-    state = restored.state
+    run = load_trained_run(run_dir, data.num_classes, data.train_images.shape[-1], data_dir)
+    graphdef, state = run.graphdef, run.state
 
     @jax.jit
     def batch_moments(state, images):
@@ -64,7 +50,7 @@ def analyze_run(run_dir: Path, data_dir: str | None = None) -> dict[str, Any]:
     stds = [math.sqrt(max(square - mean * mean, 0.0)) for mean, square in flat]
     result = {"name": run_dir.name, "arch": "residual" if config.model.residual else "plain",
               "depth": config.model.depth, "dataset": config.data.dataset,
-              "step": restored.step,
+              "step": run.step,
               "layers": [{"index": i, "name": n, "std": s} for i, (n, s) in enumerate(zip(names, stds))]}
     write_json(run_dir / RESPONSES_FILE, result)
     return result

@@ -124,6 +124,7 @@ class RunDisplay:
 
     def __init__(self, label: str):
         self.label, self.progress, self.task, self.last_eval = label, None, None, None
+        self.last_line_tenth = 0
 
     def __enter__(self):
         if console.is_terminal:
@@ -156,15 +157,20 @@ class RunDisplay:
                 stats += f" test {100 * self.last_eval:.2f}%"
             if self.progress is not None:
                 self.progress.update(self.task, completed=event.step, stats=stats)
-            else:
+            elif self._plain_line_due(event):
                 self._line(f"{self.label} iter {event.step}/{event.total_steps} {stats}")
         elif event.kind == "eval":
             self.last_eval = data["test_error"]
-            if self.progress is None:
-                self._line(f"{self.label} iter {event.step} test loss {data['test_loss']:.4f} "
-                           f"error {100 * data['test_error']:.2f}%")
         elif event.kind == "note":
             self._line(f"{self.label}: {data['message']}")
+
+    def _plain_line_due(self, event) -> bool:
+        """Without a terminal, about ten lines per run (every 10% of it) rather than every row."""
+        tenth = max(1, event.total_steps // 10)
+        due = event.step // tenth > self.last_line_tenth or event.step == event.total_steps
+        if due:
+            self.last_line_tenth = event.step // tenth
+        return due
 
     def _line(self, text: str) -> None:
         (self.progress.console if self.progress is not None else console).print(text, highlight=False)
@@ -365,6 +371,28 @@ def analyze(
         stds = [layer["std"] for layer in result["layers"]]
         console.print(f"{run_dir.name}: {len(stds)} 3x3 layers, response std "
                       f"{min(stds):.3f}..{max(stds):.3f}, mean {sum(stds) / len(stds):.3f}")
+
+
+@app.command()
+@user_errors
+def evaluate(
+    run_dirs: Annotated[list[Path], typer.Argument(help="ImageNet run directories")],
+    mode: Annotated[str, typer.Option(help="10crop (Tables 2, 3) or multiscale (Table 4)")] = "10crop",
+    data_dir: Annotated[Optional[str], typer.Option(help="TFDS data dir, if not the run's own")] = None,
+    manual_dir: Annotated[Optional[str], typer.Option(help="folder holding the ImageNet archives")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="test on the first N validation images only")] = None,
+) -> None:
+    """The paper's ImageNet testing of trained runs: 10-crop or fully convolutional multi-scale."""
+    _quiet_logs()
+    from resdepth.imagenet_eval import evaluate_run
+
+    for run_dir in run_dirs:
+        if not (run_dir / "config.json").exists():
+            raise InvalidChoice(f"{run_dir} is not a run directory (no config.json)")
+        result = evaluate_run(run_dir, mode, data_dir, manual_dir, limit)
+        console.print(f"{run_dir.name}: {mode} top-1 {100 * result['top1_error']:.2f}% top-5 "
+                      f"{100 * result['top5_error']:.2f}% (centre crop {100 * result['center_top1_error']:.2f}% / "
+                      f"{100 * result['center_top5_error']:.2f}%) on {result['count']:,} images")
 
 
 def main() -> None:

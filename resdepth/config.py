@@ -40,6 +40,7 @@ class DataConfig:
     augment: bool = True  # random crop and flip (§4.2 for CIFAR, §3.4 for ImageNet)
     pad_pixels: int = 4  # zero padding per side before the random crop (small datasets)
     random_flip: bool = True  # horizontal flips (off for digits, which are not mirror-symmetric)
+    image_size: int = 224  # ImageNet training crop side, pixels
 
 
 @dataclasses.dataclass
@@ -66,6 +67,7 @@ class RunConfig:
     checkpoint_every_steps: int = 2000
     keep_checkpoints: int = 2
     eval_batch_size: int = 1000
+    eval_examples: int = 0  # ImageNet: validate on the first N images at each evaluation (0: all)
 
 
 @dataclasses.dataclass

@@ -69,7 +69,7 @@ def load_dataset(config: DataConfig) -> InMemoryDataset:
     import tensorflow_datasets as tfds
 
     if config.dataset == "digits":
-        import resdepth.digits_dataset  # noqa: F401  (registers the builder with TFDS)
+        import resdepth.digits_dataset  # noqa: F401  # pyflakes: ignore (registers the builder)
 
     data_dir = config.data_dir or None
     if data_dir:

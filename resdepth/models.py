@@ -68,8 +68,10 @@ class ConvBN(nnx.Module):
                              padding="SAME", use_bias=False, kernel_init=HE_NORMAL,
                              dtype=dtype, param_dtype=jnp.float32,
                              conv_general_dilated=conv_function(), rngs=rngs)
+        # BatchNorm normalizes in float32 whatever the compute dtype: its statistics are float32
+        # and bfloat16 sums over a large batch lose precision; the next conv casts back.
         self.norm = nnx.BatchNorm(out_features, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                                  dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+                                  dtype=jnp.float32, param_dtype=jnp.float32, rngs=rngs)
 
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         return self.norm(self.conv(x), use_running_average=not train)
@@ -228,10 +230,20 @@ class ResNet(nnx.Module):
 
 
 def build_model(spec: ModelSpec, seed: int = 0, in_channels: int = 3) -> ResNet:
-    """Initializes a model with He-initialized weights from `seed`."""
+    """Initializes a model with He-initialized weights from `seed`.
+
+    The weights are drawn in one compiled program rather than op by op, which on a CPU takes a
+    third of the time for the ImageNet nets (same random streams, same values).
+    """
+    graphdef, _ = nnx.split(abstract_model(spec, in_channels))
+    state = jax.jit(lambda: nnx.split(_init(spec, seed, in_channels))[1])()
+    return nnx.merge(graphdef, state)
+
+
+def _init(spec: ModelSpec, seed: int, in_channels: int) -> ResNet:
     return ResNet(spec, rngs=nnx.Rngs(seed), in_channels=in_channels)
 
 
 def abstract_model(spec: ModelSpec, in_channels: int = 3) -> ResNet:
     """The model with shapes only (no memory), for counting parameters and multiply-adds."""
-    return nnx.eval_shape(lambda: build_model(spec, 0, in_channels))
+    return nnx.eval_shape(lambda: _init(spec, 0, in_channels))

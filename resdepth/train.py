@@ -20,16 +20,15 @@ from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from resdepth.architectures import InvalidChoice, family_of
 from resdepth.checkpoints import Checkpointer, abstract_like
 from resdepth.config import ExperimentConfig
-from resdepth.data import InMemoryDataset, BatchOrder, load_dataset
 from resdepth.models import ModelSpec, build_model
 from resdepth.run_files import (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, MetricsLog, code_version,
                                 ensure_writable, read_json, write_json)
 from resdepth import step as steps
+from resdepth.sources import make_source
 
 
 @dataclasses.dataclass
@@ -83,51 +82,6 @@ def stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def _process_share(array: np.ndarray) -> np.ndarray:
-    """This process's contiguous part of a global batch (the mesh orders devices by process)."""
-    per_process = len(array) // jax.process_count()
-    start = jax.process_index() * per_process
-    return array[start:start + per_process]
-
-
-def _to_global(array: np.ndarray, sharding) -> jax.Array:
-    if sharding.is_fully_replicated:
-        return jax.make_array_from_process_local_data(sharding, array)
-    return jax.make_array_from_process_local_data(sharding, _process_share(array), array.shape)
-
-
-class Evaluator:
-    """Test loss and error over the whole test split, in padded, sharded batches."""
-
-    def __init__(self, config: ExperimentConfig, graphdef: Any, mesh, data: InMemoryDataset,
-                 mean_image: jax.Array):
-        self.eval_step = steps.make_eval_step(graphdef)
-        self.mesh, self.data, self.mean_image = mesh, data, mean_image
-        devices = jax.device_count()
-        size = min(config.run.eval_batch_size, len(data.test_images))
-        self.batch_size = max(devices, math.ceil(size / devices) * devices)
-
-    def __call__(self, state: steps.TrainState) -> tuple[float, float]:
-        """(mean test loss, test error as a fraction)."""
-        totals = np.zeros(3, np.float64)
-        images, labels = self.data.test_images, self.data.test_labels
-        sharding = steps.batch_sharded(self.mesh)
-        for start in range(0, len(images), self.batch_size):
-            batch_images = images[start:start + self.batch_size]
-            batch_labels = labels[start:start + self.batch_size]
-            mask = np.ones(len(batch_images), np.float32)
-            pad = self.batch_size - len(batch_images)
-            if pad:
-                batch_images = np.concatenate([batch_images, np.zeros((pad, *images.shape[1:]), images.dtype)])
-                batch_labels = np.concatenate([batch_labels, np.zeros(pad, labels.dtype)])
-                mask = np.concatenate([mask, np.zeros(pad, np.float32)])
-            sums = self.eval_step(state, _to_global(batch_images, sharding),
-                                  _to_global(batch_labels, sharding), _to_global(mask, sharding),
-                                  self.mean_image)
-            totals += np.asarray(jax.device_get(sums), np.float64)
-        return totals[0] / totals[2], totals[1] / totals[2]
-
-
 def _replicated_scalar(value, dtype, mesh) -> jax.Array:
     return jax.device_put(jnp.asarray(value, dtype), steps.replicated(mesh))
 
@@ -163,14 +117,12 @@ def train_and_evaluate(config: ExperimentConfig, run_dir: Path,
     previous = read_json(run_dir / SUMMARY_FILE)
     if previous and previous.get("status") == "completed":
         return previous
-    if family_of(config.data.dataset) == "imagenet":
-        raise InvalidChoice("ImageNet training is not wired into `resdepth train` yet")
     _validate(config)
 
-    data = load_dataset(config.data)
-    spec = model_spec(config, data.num_classes)
     mesh = steps.make_mesh()
-    model = build_model(spec, config.run.seed, in_channels=data.train_images.shape[-1])
+    source = make_source(config, mesh)
+    spec = model_spec(config, source.num_classes)
+    model = build_model(spec, config.run.seed, in_channels=source.in_channels)
     from resdepth.complexity import count_params
     params_count = count_params(model)
     graphdef, state = steps.init_state(config, model, mesh)
@@ -191,14 +143,7 @@ def train_and_evaluate(config: ExperimentConfig, run_dir: Path,
     start_step = int(jax.device_get(state.step))
     metrics.truncate_after(start_step)
 
-    replicated = steps.replicated(mesh)
-    device_data = steps.DeviceDataset(
-        _to_global(data.train_images, replicated), _to_global(data.train_labels, replicated),
-        _to_global(data.mean_image, replicated))
-    train_step = steps.make_train_step(config, graphdef, mesh)
-    evaluate = Evaluator(config, graphdef, mesh, data, device_data.mean_image)
-    order = BatchOrder(config.run.seed, len(data.train_images), config.optim.batch_size)
-    batch_sharding = steps.batch_sharded(mesh)
+    source.compile(graphdef, start_step)
 
     total = config.optim.total_steps
     summary: dict[str, Any] = {
@@ -222,8 +167,7 @@ def train_and_evaluate(config: ExperimentConfig, run_dir: Path,
 
     with (stop_on_signals() if stop is None else contextlib.nullcontext(stop)) as stop_flag:
         while step < total:
-            indices = _to_global(order.indices(step), batch_sharding)
-            state = train_step(state, device_data, indices)
+            state = source.train_step(state, step)
             step += 1
             if step % config.run.log_every_steps == 0 or step == total:
                 sums = jax.device_get((state.loss_sum, state.error_sum, state.examples_seen,
@@ -232,7 +176,7 @@ def train_and_evaluate(config: ExperimentConfig, run_dir: Path,
                 elapsed = time.time() - interval_start
                 rate = float(jax.device_get(steps.learning_rate(
                     config, jnp.int32(step - 1), jnp.bool_(warmup_active), state.lr_scale)))
-                row = {"type": "train", "step": step, "epoch": order.epoch(step),
+                row = {"type": "train", "step": step, "epoch": source.epoch(step),
                        "learning_rate": rate, "train_loss": loss_sum / seen,
                        "train_error": error_sum / seen, "images_per_s": seen / max(elapsed, 1e-9),
                        "wall_s": wall()}
@@ -254,12 +198,10 @@ def train_and_evaluate(config: ExperimentConfig, run_dir: Path,
                         "message": f"warm-up over at iteration {step}: training error "
                                    f"{row['train_error']:.1%} < {config.optim.warmup_until_train_error:.0%}"}))
             if step % config.run.eval_every_steps == 0 or step == total:
-                test_loss, test_error = evaluate(state)
-                row = {"type": "eval", "step": step, "epoch": order.epoch(step),
-                       "test_loss": test_loss, "test_error": test_error}
+                row = {"type": "eval", "step": step, "epoch": source.epoch(step), **source.evaluate(state)}
                 metrics.append(row)
                 on_event(Event("eval", step, total, row))
-                state = _plateau_update(config, state, host, test_error, mesh, on_event, step)
+                state = _plateau_update(config, state, host, row["test_error"], mesh, on_event, step)
             if step % config.run.checkpoint_every_steps == 0 or step == total:
                 checkpoint()
             if stop_flag.is_set():
@@ -280,6 +222,7 @@ def train_and_evaluate(config: ExperimentConfig, run_dir: Path,
     if status == "completed":
         summary["final_test_error"] = _last_value(rows, "eval", "test_error")
         summary["final_test_loss"] = _last_value(rows, "eval", "test_loss")
+        summary["final_test_top5_error"] = _last_value(rows, "eval", "test_top5_error")
     if writes:
         write_json(run_dir / SUMMARY_FILE, summary)
     on_event(Event("end", step, total, summary))

@@ -97,6 +97,7 @@ def test_bfloat16_computes_in_bfloat16_but_keeps_float32_parameters():
     assert logits.dtype == jnp.float32
     jaxpr = jax.make_jaxpr(lambda x: model(x))(jnp.ones((2, 32, 32, 3)))
     assert "bf16" in str(jaxpr)
+    assert model(jnp.ones((2, 32, 32, 3)), train=True).dtype == jnp.float32
 
 
 def test_remat_gives_the_same_gradients():

@@ -11,10 +11,10 @@ import threading
 import time
 from pathlib import Path
 
-from resdepth.config import load_config, parse_override
+from resdepth.config import load_config
 from resdepth.sweep import GridPoint, expand_grid, parse_shard, run_sweep, shard
 
-from conftest import stop_at, tiny_config
+from conftest import tiny_config
 
 
 def test_grid_follows_the_table6_experiment():

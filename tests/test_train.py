@@ -173,12 +173,14 @@ def test_eval_uses_the_single_original_view(tmp_path, digits_data_dir):
     config = tiny_config(digits_data_dir, steps=2)
     data = load_dataset(config.data)
     from resdepth.models import build_model
-    from resdepth.train import Evaluator, model_spec
+    from resdepth.sources import DeviceResidentSource
+    from resdepth.train import model_spec
 
     mesh = steps.make_mesh()
     graphdef, state = steps.init_state(config, build_model(model_spec(config, 10), 0, 1), mesh)
-    evaluator = Evaluator(config, graphdef, mesh, data, jnp.asarray(data.mean_image))
-    loss, error = evaluator(state)
+    source = DeviceResidentSource(config, mesh, data)
+    source.compile(graphdef, 0)
+    error = source.evaluate(state)["test_error"]
     # The same numbers by hand: the model on the mean-subtracted, unaugmented test images.
     from flax import nnx
     model = nnx.merge(graphdef, state.params, state.batch_stats)
@@ -211,7 +213,8 @@ FOUR_DEVICE_SCRIPT = textwrap.dedent("""
     from resdepth import step as steps
     from resdepth.config import load_config, parse_override
     from resdepth.models import build_model
-    from resdepth.train import model_spec, _to_global
+    from resdepth.train import model_spec
+    from resdepth.sources import to_global as _to_global
     assert jax.device_count() == 4
     config = load_config("digits", [parse_override("model.depth=8"), parse_override("optim.batch_size=32")])
     rng = np.random.default_rng(0)

@@ -1,0 +1,58 @@
+"""The paper's ImageNet testing of a trained run: 10-crop (Tables 2, 3) or multi-scale (Table 4).
+
+Writes `tencrop.json` or `multiscale.json` into the run directory with top-1 and top-5 error,
+and the centre-crop errors of the same images beside them (what most other tools report).
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from resdepth.architectures import InvalidChoice, family_of
+from resdepth.run_files import write_json
+from resdepth.trained import load_trained_run, run_config
+
+RESULT_FILES = {"10crop": "tencrop.json", "multiscale": "multiscale.json"}
+
+
+def evaluate_run(run_dir: Path, mode: str, data_dir: str | None = None,
+                 manual_dir: str | None = None, limit: int | None = None) -> dict[str, Any]:
+    """Tests a trained ImageNet run on the validation split; `limit` caps the image count."""
+    from flax import nnx
+
+    from resdepth import imagenet_input, multicrop
+
+    if mode not in RESULT_FILES:
+        raise InvalidChoice(f"unknown test mode {mode!r}; choose 10crop or multiscale")
+    config = run_config(run_dir, data_dir)
+    if family_of(config.data.dataset) != "imagenet":
+        raise InvalidChoice(f"{run_dir}: 10-crop and multi-scale testing are for ImageNet runs")
+    if manual_dir is not None:
+        config.data.manual_dir = manual_dir
+    imagenet_input.prepare_imagenet(config.data)
+    run = load_trained_run(run_dir, 1000, 3, data_dir)
+
+    @jax.jit
+    def logits(state, images):
+        return nnx.merge(run.graphdef, state.params, state.batch_stats)(images, train=False)
+
+    def logits_fn(images: np.ndarray) -> np.ndarray:
+        return np.asarray(logits(run.state, images))
+
+    def examples():
+        images = imagenet_input.eval_images(config.data)
+        return itertools.islice(images, limit) if limit else images
+
+    result = multicrop.evaluate(logits_fn, examples(), mode)
+    center = multicrop.evaluate(logits_fn, examples(), "center")
+    saved = {"top1_error": result["top1_error"], "top5_error": result["top5_error"],
+             "center_top1_error": center["top1_error"], "center_top5_error": center["top5_error"],
+             "count": result["count"], "step": run.step, "mode": mode,
+             "scales": list(multicrop.TEST_SCALES) if mode == "multiscale" else [256]}
+    write_json(run_dir / RESULT_FILES[mode], saved)
+    return saved
