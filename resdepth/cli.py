@@ -22,8 +22,9 @@ from resdepth.architectures import (DEFAULT_SHORTCUT, InvalidChoice, check_short
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Plain vs residual nets across depth: He et al., CVPR 2016, on JAX.")
-console = Console()
-errors = Console(stderr=True)
+# Without a terminal (CI logs, files), Rich would assume 80 columns and squeeze the tables.
+console = Console(width=None if sys.stdout.isatty() else 140)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 ASSUMED_TFLOPS = 20.0  # sustained training throughput per GPU assumed by --dry-run estimates
 DEFAULT_EXPERIMENT = {"cifar10": "cifar10", "digits": "digits", "imagenet": "imagenet"}

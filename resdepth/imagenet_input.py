@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from resdepth.architectures import InvalidChoice
+from resdepth.data import DatasetUnavailable
 
 if TYPE_CHECKING:
     import jax
@@ -58,10 +58,6 @@ LIGHTING_EIGVEC = (
     (-0.5836, -0.6948, 0.4203),
 )
 SHUFFLE_BUFFER_EXAMPLES = 10_000  # about 1.1 GB of JPEG bytes for ImageNet
-
-
-class DatasetUnavailable(InvalidChoice):
-    """The dataset is neither prepared nor preparable from archives on disk."""
 
 
 def manual_folder(data_dir: str, manual_dir: str) -> Path:
