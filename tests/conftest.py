@@ -59,7 +59,7 @@ def stop_at(step: int, kind: str = "train") -> tuple[threading.Event, callable]:
 @pytest.fixture(scope="session")
 def recorded_runs(tmp_path_factory, digits_data_dir) -> Path:
     """An experiment folder of real tiny digits runs: plain/residual 8 and 14 (seed 0) and
-    residual 8 seed 1, 60 iterations each, with layer responses for the seed-0 runs."""
+    residual 8 seed 1, 30 iterations each, with layer responses for the seed-0 runs."""
     from resdepth.analyze import analyze_run
     from resdepth.sweep import run_dir_for
     from resdepth.train import train_and_evaluate
@@ -67,7 +67,7 @@ def recorded_runs(tmp_path_factory, digits_data_dir) -> Path:
     out = tmp_path_factory.mktemp("results")
     for depth, residual, seed in ((8, False, 0), (8, True, 0), (14, False, 0), (14, True, 0), (8, True, 1)):
         config = tiny_config(digits_data_dir, depth=depth, residual=residual, seed=seed,
-                             steps=60, name="recorded")
+                             steps=30, name="recorded")
         run_dir = run_dir_for(out, config)
         summary = train_and_evaluate(config, run_dir, stop=threading.Event())
         assert summary["status"] == "completed"

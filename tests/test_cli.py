@@ -96,6 +96,6 @@ def test_config_rejects_unknown_keys_and_wrong_types():
 def test_experiment_files_all_load():
     from pathlib import Path
 
-    for path in sorted(Path("experiments").glob("*.toml")):
-        config = load_config(str(path))
-        assert config.name == path.stem
+    names = {path.stem: load_config(str(path)).name for path in Path("experiments").glob("*.toml")}
+    assert names.pop("table4") == "table3"  # Table 4 tests the Table 3 runs; it trains nothing new
+    assert all(stem == name for stem, name in names.items())

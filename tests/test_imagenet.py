@@ -193,6 +193,13 @@ def test_resnet18_trains_a_few_steps_through_the_real_loader_and_train_loop(tmp_
         "run.eval_every_steps=3", "run.eval_examples=3")])
     with tfds.testing.mock_data(num_examples=8):
         summary = train_and_evaluate(config, tmp_path / "run", stop=threading.Event())
+        # The trained run tested as in Tables 2-3: 10 crops of the validation images.
+        from resdepth.imagenet_eval import evaluate_run
+
+        tested = evaluate_run(tmp_path / "run", "10crop", limit=2)
+    saved = json.loads((tmp_path / "run" / "tencrop.json").read_text())
+    assert saved["count"] == 2 and saved["step"] == 3 and saved == tested
+    assert all(0 <= saved[key] <= 1 for key in ("top1_error", "top5_error", "center_top1_error"))
     assert summary["status"] == "completed" and summary["steps_done"] == 3
     assert summary["params"] == 11_689_512
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
