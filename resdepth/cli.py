@@ -182,7 +182,7 @@ def _report(summary: dict[str, Any]) -> None:
     if status == "completed":
         console.print(f"{summary['name']}: completed, final test error "
                       f"{100 * summary['final_test_error']:.2f}%, training error "
-                      f"{100 * summary['final_train_error']:.2f}% ({summary['wall_s']:.0f} s)")
+                      f"{100 * summary['final_train_error']:.2f}% ({summary['wall_s']:.0f} s)", highlight=False)
     elif status == "diverged":
         errors.print(f"{summary['name']}: diverged: {summary['message']}", highlight=False)
     elif status == "interrupted":

@@ -99,3 +99,10 @@ def test_experiment_files_all_load():
     names = {path.stem: load_config(str(path)).name for path in Path("experiments").glob("*.toml")}
     assert names.pop("table4") == "table3"  # Table 4 tests the Table 3 runs; it trains nothing new
     assert all(stem == name for stem, name in names.items())
+
+
+def test_experiments_are_found_outside_the_repository(tmp_path, monkeypatch):
+    # An installed resdepth carries its experiment files: the demo runs from any folder.
+    monkeypatch.chdir(tmp_path)
+    assert load_config("demo").sweep.depths == [20, 56]
+    assert load_config("table6").optim.lr_boundaries_steps == [32000, 48000]
