@@ -36,6 +36,14 @@ def to_global(array: np.ndarray, sharding) -> jax.Array:
     return jax.make_array_from_process_local_data(sharding, process_share(array), array.shape)
 
 
+def host_value(array: jax.Array) -> np.ndarray:
+    """A replicated array's value on this host. Unlike jax.device_get, this also works when
+    the array spans other processes' devices (multi-host), by reading a local copy."""
+    if isinstance(array, jax.Array) and not array.is_fully_addressable:
+        return np.asarray(array.addressable_data(0))
+    return np.asarray(jax.device_get(array))
+
+
 class DeviceResidentSource:
     """CIFAR-10 or digits, held on the devices (see data.py and augment.py)."""
 
@@ -81,7 +89,7 @@ class DeviceResidentSource:
             sums = self._eval_step(state, to_global(batch_images, sharding),
                                    to_global(batch_labels, sharding), to_global(mask, sharding),
                                    self.device_data.mean_image)
-            totals += np.asarray(jax.device_get(sums), np.float64)
+            totals += host_value(sums).astype(np.float64)
         return {"test_loss": totals[0] / totals[2], "test_error": totals[1] / totals[2]}
 
 

@@ -28,7 +28,7 @@ from resdepth.models import ModelSpec, build_model
 from resdepth.run_files import (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, MetricsLog, code_version,
                                 ensure_writable, read_json, write_json)
 from resdepth import step as steps
-from resdepth.sources import make_source
+from resdepth.sources import host_value, make_source
 
 
 @dataclasses.dataclass
@@ -140,7 +140,7 @@ def train_and_evaluate(config: ExperimentConfig, run_dir: Path,
                            {"message": f"checkpoint {bad_step} unreadable ({reason}); using the previous one"}))
         if restored.state is not None:
             state, host = restored.state, {**host, **restored.host}
-    start_step = int(jax.device_get(state.step))
+    start_step = int(host_value(state.step))
     metrics.truncate_after(start_step)
 
     source.compile(graphdef, start_step)
@@ -170,12 +170,11 @@ def train_and_evaluate(config: ExperimentConfig, run_dir: Path,
             state = source.train_step(state, step)
             step += 1
             if step % config.run.log_every_steps == 0 or step == total:
-                sums = jax.device_get((state.loss_sum, state.error_sum, state.examples_seen,
-                                       state.warmup_active))
-                loss_sum, error_sum, seen, warmup_active = (float(v) for v in sums)
+                loss_sum, error_sum, seen, warmup_active = (float(host_value(v)) for v in (
+                    state.loss_sum, state.error_sum, state.examples_seen, state.warmup_active))
                 elapsed = time.time() - interval_start
-                rate = float(jax.device_get(steps.learning_rate(
-                    config, jnp.int32(step - 1), jnp.bool_(warmup_active), state.lr_scale)))
+                rate = _logged_rate(config, step - 1, bool(warmup_active),
+                                    float(host_value(state.lr_scale)))
                 row = {"type": "train", "step": step, "epoch": source.epoch(step),
                        "learning_rate": rate, "train_loss": loss_sum / seen,
                        "train_error": error_sum / seen, "images_per_s": seen / max(elapsed, 1e-9),
@@ -229,6 +228,12 @@ def train_and_evaluate(config: ExperimentConfig, run_dir: Path,
     return summary
 
 
+def _logged_rate(config: ExperimentConfig, step: int, warmup_active: bool, lr_scale: float) -> float:
+    """The learning rate of iteration `step`, computed on the host, to float32's 7 digits."""
+    rate = steps.learning_rate(config, jnp.int32(step), jnp.bool_(warmup_active), jnp.float32(lr_scale))
+    return float(f"{float(rate):.7g}")
+
+
 def _plateau_update(config: ExperimentConfig, state: steps.TrainState, host: dict[str, Any],
                     eval_error: float, mesh, on_event: EventSink, step: int) -> steps.TrainState:
     """The "divide by 10 when the error plateaus" schedule (§3.4), decided on evaluations."""
@@ -242,7 +247,7 @@ def _plateau_update(config: ExperimentConfig, state: steps.TrainState, host: dic
     if host["evals_since_best"] < config.optim.plateau_patience_evals:
         return state
     host["evals_since_best"] = 0
-    scale = float(jax.device_get(state.lr_scale)) * config.optim.lr_decay_factor
+    scale = float(host_value(state.lr_scale)) * config.optim.lr_decay_factor
     on_event(Event("note", step, config.optim.total_steps,
                    {"message": f"error plateaued: learning rate x{config.optim.lr_decay_factor}"}))
     return dataclasses.replace(state, lr_scale=_replicated_scalar(scale, jnp.float32, mesh))
