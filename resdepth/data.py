@@ -8,6 +8,7 @@ order follows from (seed, epoch) alone, so a run is reproducible and resumable.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -69,29 +70,27 @@ def load_dataset(config: DataConfig) -> InMemoryDataset:
     import tensorflow_datasets as tfds
 
     if config.dataset == "digits":
-        import resdepth.digits_dataset  # noqa: F401  # pyflakes: ignore (registers the builder)
+        importlib.import_module("resdepth.digits_dataset")  # registers its builder with TFDS
 
     data_dir = config.data_dir or None
-    if data_dir:
-        Path(data_dir).mkdir(parents=True, exist_ok=True)
     train_split, test_split = _splits(config)
+    from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
+    from tensorflow_datasets.core.download.util import DownloadError
+
     try:
+        if data_dir:
+            Path(data_dir).mkdir(parents=True, exist_ok=True)
         builder = tfds.builder(TFDS_NAMES[config.dataset], data_dir=data_dir)
         builder.download_and_prepare()
         train = builder.as_dataset(split=train_split, as_supervised=True, shuffle_files=False)
         test = builder.as_dataset(split=test_split, as_supervised=True, shuffle_files=False)
-    except (OSError, ConnectionError, RuntimeError) as error:
+    except (OSError, DownloadError, NonMatchingChecksumError) as error:
+        # OSError covers requests' ConnectionError and a full or read-only disk.
         where = data_dir or "~/tensorflow_datasets"
         raise DatasetUnavailable(
             f"could not download or prepare {config.dataset} into {where} "
             f"({type(error).__name__}); check the network, or copy a prepared TFDS folder there "
             f"and pass --data-dir") from None
-    except Exception as error:  # TFDS wraps network failures in its own exception types
-        if "download" in type(error).__module__ or "Download" in type(error).__name__:
-            raise DatasetUnavailable(
-                f"could not download {config.dataset} ({type(error).__name__}); "
-                "check the network or pass --data-dir with a prepared copy") from None
-        raise
     train_images, train_labels = _as_arrays(train)
     test_images, test_labels = _as_arrays(test)
     return InMemoryDataset(

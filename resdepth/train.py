@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from resdepth.architectures import InvalidChoice, family_of
 from resdepth.checkpoints import Checkpointer, abstract_like
+from resdepth.complexity import count_params
 from resdepth.config import ExperimentConfig
 from resdepth.models import ModelSpec, build_model
 from resdepth.run_files import (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, MetricsLog, code_version,
@@ -123,7 +124,6 @@ def train_and_evaluate(config: ExperimentConfig, run_dir: Path,
     source = make_source(config, mesh)
     spec = model_spec(config, source.num_classes)
     model = build_model(spec, config.run.seed, in_channels=source.in_channels)
-    from resdepth.complexity import count_params
     params_count = count_params(model)
     graphdef, state = steps.init_state(config, model, mesh)
     del model

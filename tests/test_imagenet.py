@@ -13,15 +13,12 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from flax import nnx
 
 from resdepth import imagenet_input, multicrop
 from resdepth.config import DataConfig
-from resdepth.models import ModelSpec, build_model
 
 IMAGENET = DataConfig(dataset="imagenet")
 
