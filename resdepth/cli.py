@@ -72,12 +72,10 @@ def info(
 
     from resdepth import paper_figures
     from resdepth.complexity import count_multiply_adds, count_params
-    from resdepth.data import NUM_CLASSES
+    from resdepth.data import IMAGE_SIZE_PIXELS, IN_CHANNELS, NUM_CLASSES
     from resdepth.models import ModelSpec, abstract_model
 
-    image_size = {"cifar": 32, "imagenet": 224}[family]
-    channels = 1 if dataset == "digits" else 3
-    size = 8 if dataset == "digits" else image_size
+    channels, size = IN_CHANNELS[dataset], IMAGE_SIZE_PIXELS[dataset]
     table = Table(title=f"{dataset}: residual nets, shortcut option {option}, {size}x{size} input")
     for column in ("depth", "layers", "blocks/stage", "params", "paper params", "multiply-adds", "paper FLOPs"):
         table.add_column(column, justify="right")
@@ -288,8 +286,7 @@ def sweep(
 def _show_dry_run(config, points, out: Path) -> None:
     from resdepth.sweep import dry_run_rows
 
-    size = {"digits": 8, "cifar10": 32, "imagenet": 224}[config.data.dataset]
-    rows = dry_run_rows(config, points, size, out)
+    rows = dry_run_rows(config, points, out)
     table = Table(title=f"{config.name}: {len(rows)} runs, {config.optim.total_steps} iterations "
                         f"of batch {config.optim.batch_size} each")
     for column in ("run", "params", "multiply-adds/img", "train PFLOP", "status"):

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from resdepth.results import (RunRecord, group_runs, load_runs, require_experiments,
-                              write_bytes_atomically)
+from resdepth.results import RunRecord, group_runs, load_runs, require_experiments
+from resdepth.run_files import write_bytes_atomically
 
 FORMATS = ("png", "svg")
 PNG_DPI = 150

@@ -11,18 +11,17 @@ This module never imports JAX: tables and figures are made from these files alon
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from resdepth.architectures import InvalidChoice
-from resdepth.run_files import CONFIG_FILE, METRICS_FILE, RESPONSES_FILE, SUMMARY_FILE
+from resdepth.run_files import (CONFIG_FILE, METRICS_FILE, RESPONSES_FILE, SUMMARY_FILE,
+                                read_json as _read_json, read_jsonl as _read_jsonl)
 
 TENCROP_FILE = "tencrop.json"
 MULTISCALE_FILE = "multiscale.json"
@@ -314,42 +313,3 @@ def _top_errors(data: dict[str, Any] | None) -> TopErrors | None:
     if not data or data.get("top1_error") is None:
         return None
     return TopErrors(data["top1_error"], data.get("top5_error"))
-
-
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None  # a file caught mid-write by a live run; the next read will see it whole
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # the last line of a live run may be half written
-    return rows
-
-
-def write_bytes_atomically(path: Path, data: bytes) -> Path:
-    """Writes `data` to `path` via a temporary file in the same folder and os.replace.
-
-    A reader (or a crash) never sees a half-written figure or table.
-    """
-    path = Path(path)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.chmod(temp_name, 0o644)  # mkstemp makes it owner-only; results are for everyone
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path

@@ -53,19 +53,50 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def write_bytes_atomically(path: Path, data: bytes) -> Path:
+    """Writes `data` to `path` via a temporary file in the same folder and os.replace.
+
+    A reader (or a crash) never sees a half-written summary, figure or table.
+    """
+    path = Path(path)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.chmod(temp_name, 0o644)  # mkstemp makes it owner-only; results are for everyone
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Writes JSON atomically (temp file + rename), so a reader never sees half a file."""
+    """Writes JSON atomically; non-finite numbers become null."""
     clean = {key: _finite(value) for key, value in data.items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_bytes_atomically(path, (json.dumps(clean, indent=2, sort_keys=True) + "\n").encode())
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> Any:
+    """The file's JSON, or None when it is missing or unreadable."""
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file; a half-written last line (a crash mid-append, or a live
+    run being read) is skipped."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
 
 
 def code_version() -> str:
@@ -90,18 +121,14 @@ class MetricsLog:
         self.path, self.enabled = path, enabled
 
     def rows(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return read_jsonl(self.path)
 
     def truncate_after(self, step: int) -> None:
-        """Keeps only rows with row['step'] <= step (the checkpoint being resumed from)."""
+        """Keeps only whole rows with row['step'] <= step (the checkpoint being resumed from)."""
         if not self.enabled or not self.path.exists():
             return
         kept = [row for row in self.rows() if row["step"] <= step]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
-        os.replace(tmp, self.path)
+        write_bytes_atomically(self.path, "".join(json.dumps(row) + "\n" for row in kept).encode())
 
     def append(self, row: dict[str, Any]) -> None:
         if not self.enabled:

@@ -104,9 +104,14 @@ def init_state(config: ExperimentConfig, model: nnx.Module, mesh: Mesh) -> tuple
     return graphdef, jax.device_put(state, replicated(mesh))
 
 
+def replicated_scalar(value, dtype, mesh: Mesh) -> jax.Array:
+    """A new scalar buffer on every device of the mesh."""
+    return jax.device_put(np.asarray(value, dtype), replicated(mesh))
+
+
 def fresh_interval_sums(mesh: Mesh) -> dict[str, jax.Array]:
     """Zeroed interval sums, each its own buffer (a donated state may not alias one twice)."""
-    return {name: jax.device_put(np.zeros((), np.float32), replicated(mesh))
+    return {name: replicated_scalar(0, np.float32, mesh)
             for name in ("loss_sum", "error_sum", "examples_seen")}
 
 
@@ -175,16 +180,13 @@ def apply_gradients(config: ExperimentConfig, graphdef: Any, optimizer: optax.Gr
 def make_eval_step(graphdef: Any) -> Callable[..., jax.Array]:
     """Jitted (state, images, labels, mask, mean_image) -> float32 (3,): summed loss, errors, count.
 
-    images are uint8 and `mean_image` float32 (H, W, C) for the on-device datasets; with
-    mean_image None the images are float and already normalized. mask float32 (B,) is 0 on the
-    padding of the last batch.
+    images uint8 (B, H, W, C), labels int32 (B,), mask float32 (B,) 0 on the padding of the last
+    batch, mean_image float32 (H, W, C).
     """
 
     def evaluate(state: TrainState, images, labels, mask, mean_image):
         model = nnx.merge(graphdef, state.params, state.batch_stats)
-        if mean_image is not None:
-            images = normalize(images, mean_image)
-        logits = model(images, train=False)
+        logits = model(normalize(images, mean_image), train=False)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         errors = (jnp.argmax(logits, axis=-1) != labels).astype(jnp.float32)
         return jnp.stack([jnp.sum(losses * mask), jnp.sum(errors * mask), jnp.sum(mask)])

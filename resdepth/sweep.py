@@ -104,20 +104,19 @@ def run_sweep(base: ExperimentConfig, points: list[GridPoint], out: Path,
     return summaries
 
 
-def dry_run_rows(base: ExperimentConfig, points: list[GridPoint], image_size: int, out: Path
-                 ) -> list[dict[str, Any]]:
+def dry_run_rows(base: ExperimentConfig, points: list[GridPoint], out: Path) -> list[dict[str, Any]]:
     """Per run: parameters, multiply-adds per image, and the training compute of the schedule.
 
     Training compute counts 3 forward passes' worth of multiply-adds per image (forward, and a
     backward pass of about twice the forward), times 2 FLOPs per multiply-add.
     """
     from resdepth.complexity import count_multiply_adds, count_params
-    from resdepth.data import NUM_CLASSES
+    from resdepth.data import IMAGE_SIZE_PIXELS, IN_CHANNELS, NUM_CLASSES
     from resdepth.models import abstract_model
     from resdepth.train import model_spec
 
     rows, cache = [], {}
-    channels = 1 if base.data.dataset == "digits" else 3
+    channels, image_size = IN_CHANNELS[base.data.dataset], IMAGE_SIZE_PIXELS[base.data.dataset]
     for point in points:
         config = point_config(base, point)
         key = (point.arch, point.depth)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from resdepth import paper_figures
 from resdepth.results import (RunGroup, RunRecord, Stat, group_runs, load_runs,
-                              require_experiments, summarize, write_bytes_atomically)
+                              require_experiments, summarize)
+from resdepth.run_files import write_bytes_atomically
 
 MISSING = "—"
 TABLE_FILE = "table.md"

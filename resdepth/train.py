@@ -83,10 +83,6 @@ def stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def _replicated_scalar(value, dtype, mesh) -> jax.Array:
-    return jax.device_put(jnp.asarray(value, dtype), steps.replicated(mesh))
-
-
 def _save_config(run_dir: Path, config: ExperimentConfig, writes: bool) -> None:
     if writes and not (run_dir / CONFIG_FILE).exists():
         write_json(run_dir / CONFIG_FILE, {
@@ -191,7 +187,7 @@ def train_and_evaluate(config: ExperimentConfig, run_dir: Path,
                 if warmup_should_end(bool(warmup_active), row["train_error"],
                                      config.optim.warmup_until_train_error):
                     state = dataclasses.replace(
-                        state, warmup_active=_replicated_scalar(False, jnp.bool_, mesh))
+                        state, warmup_active=steps.replicated_scalar(False, jnp.bool_, mesh))
                     host["warmup_switch_step"] = step
                     on_event(Event("note", step, total, {
                         "message": f"warm-up over at iteration {step}: training error "
@@ -250,7 +246,7 @@ def _plateau_update(config: ExperimentConfig, state: steps.TrainState, host: dic
     scale = float(host_value(state.lr_scale)) * config.optim.lr_decay_factor
     on_event(Event("note", step, config.optim.total_steps,
                    {"message": f"error plateaued: learning rate x{config.optim.lr_decay_factor}"}))
-    return dataclasses.replace(state, lr_scale=_replicated_scalar(scale, jnp.float32, mesh))
+    return dataclasses.replace(state, lr_scale=steps.replicated_scalar(scale, jnp.float32, mesh))
 
 
 def _last_value(rows: list[dict[str, Any]], kind: str, key: str) -> float | None:

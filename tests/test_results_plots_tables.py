@@ -23,8 +23,8 @@ import pytest
 from resdepth import paper_figures
 from resdepth.plots import plot_folder
 from resdepth.results import (NoRunsFound, build_record, find_experiments, group_runs,
-                              load_run, load_runs, require_experiments, summarize,
-                              write_bytes_atomically)
+                              load_run, load_runs, require_experiments, summarize)
+from resdepth.run_files import write_bytes_atomically
 from resdepth.tables import (Table, cifar_table, format_params, imagenet_table, runs_table,
                              to_markdown, write_table)
 
