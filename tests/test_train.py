@@ -107,7 +107,9 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, digits_d
     run_dir = run_dir_for(tmp_path, config)
     flag, sink = stop_at(20)
     train_and_evaluate(config, run_dir, stop=threading.Event())
-    (run_dir / "summary.json").unlink()  # pretend the run died after its last checkpoint
+    (run_dir / "summary.json").unlink()  # pretend the run died after its last checkpoint ...
+    with (run_dir / "metrics.jsonl").open("a") as handle:
+        handle.write('{"type": "train", "step": 2')  # ... in the middle of writing a row
     for path in (run_dir / "checkpoints" / "20").rglob("*"):
         if path.is_file():
             path.write_bytes(b"garbage")
