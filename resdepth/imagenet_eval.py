@@ -10,11 +10,11 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
 from resdepth.architectures import InvalidChoice, family_of
 from resdepth.run_files import write_json
+from resdepth.step import make_logits_step
 from resdepth.trained import load_trained_run, run_config
 
 RESULT_FILES = {"10crop": "tencrop.json", "multiscale": "multiscale.json"}
@@ -23,8 +23,6 @@ RESULT_FILES = {"10crop": "tencrop.json", "multiscale": "multiscale.json"}
 def evaluate_run(run_dir: Path, mode: str, data_dir: str | None = None,
                  manual_dir: str | None = None, limit: int | None = None) -> dict[str, Any]:
     """Tests a trained ImageNet run on the validation split; `limit` caps the image count."""
-    from flax import nnx
-
     from resdepth import imagenet_input, multicrop
 
     if mode not in RESULT_FILES:
@@ -37,19 +35,12 @@ def evaluate_run(run_dir: Path, mode: str, data_dir: str | None = None,
     imagenet_input.prepare_imagenet(config.data)
     run = load_trained_run(run_dir, 1000, 3, data_dir)
 
-    @jax.jit
-    def logits(state, images):
-        return nnx.merge(run.graphdef, state.params, state.batch_stats)(images, train=False)
-
-    def logits_fn(images: np.ndarray) -> np.ndarray:
-        return np.asarray(logits(run.state, images))
-
-    def examples():
-        images = imagenet_input.eval_images(config.data)
-        return itertools.islice(images, limit) if limit else images
-
-    result = multicrop.evaluate(logits_fn, examples(), mode)
-    center = multicrop.evaluate(logits_fn, examples(), "center")
+    logits = make_logits_step(run.graphdef)
+    images = imagenet_input.eval_images(config.data)
+    results = multicrop.evaluate_modes(
+        lambda batch: np.asarray(logits(run.state, batch)),
+        itertools.islice(images, limit) if limit else images, (mode, "center"))
+    result, center = results[mode], results["center"]
     saved = {"top1_error": result["top1_error"], "top5_error": result["top5_error"],
              "center_top1_error": center["top1_error"], "center_top5_error": center["top5_error"],
              "count": result["count"], "step": run.step, "mode": mode,

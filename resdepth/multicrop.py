@@ -114,17 +114,26 @@ def evaluate(logits_fn: LogitsFn, examples: Iterable[tuple[np.ndarray, int]], mo
     Returns {"top1_error", "top5_error", "count"}; errors are 0.0 for no examples. The count lets
     processes that each evaluate their own part combine the errors.
     """
+    return evaluate_modes(logits_fn, examples, (mode,))[mode]
+
+
+def evaluate_modes(logits_fn: LogitsFn, examples: Iterable[tuple[np.ndarray, int]],
+                   modes: tuple[str, ...]) -> dict[str, dict[str, float | int]]:
+    """`evaluate` for several modes in one pass over the examples (each image decoded once)."""
     score_fns = {"center": center_crop_scores, "10crop": ten_crop_scores,
                  "multiscale": multiscale_scores}
-    if mode not in score_fns:
-        raise InvalidChoice(f"unknown test mode {mode!r}; choose one of {', '.join(MODES)}")
-    score_fn = score_fns[mode]
-    count = top1_wrong = top5_wrong = 0
+    for mode in modes:
+        if mode not in score_fns:
+            raise InvalidChoice(f"unknown test mode {mode!r}; choose one of {', '.join(MODES)}")
+    count = 0
+    wrong = {mode: [0, 0] for mode in modes}  # top-1, top-5 misses
     for image, label in examples:
-        wrong1, wrong5 = topk_errors(score_fn(logits_fn, image), int(label))
         count += 1
-        top1_wrong += wrong1
-        top5_wrong += wrong5
-    return {"top1_error": top1_wrong / count if count else 0.0,
-            "top5_error": top5_wrong / count if count else 0.0,
-            "count": count}
+        for mode in modes:
+            wrong1, wrong5 = topk_errors(score_fns[mode](logits_fn, image), int(label))
+            wrong[mode][0] += wrong1
+            wrong[mode][1] += wrong5
+    return {mode: {"top1_error": top1 / count if count else 0.0,
+                   "top5_error": top5 / count if count else 0.0,
+                   "count": count}
+            for mode, (top1, top5) in wrong.items()}

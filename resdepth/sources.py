@@ -96,13 +96,11 @@ class DeviceResidentSource:
 class StreamingSource:
     """ImageNet through tf.data (imagenet_input.py); validation by the centre 224 crop."""
 
-    def __init__(self, config: ExperimentConfig, mesh, image_size: int = 224,
-                 eval_examples: int | None = None):
+    def __init__(self, config: ExperimentConfig, mesh):
         from resdepth import imagenet_input
 
         imagenet_input.prepare_imagenet(config.data)
-        self.config, self.mesh, self.image_size = config, mesh, image_size
-        self.eval_examples = eval_examples
+        self.config, self.mesh = config, mesh
         self.num_classes, self.in_channels = NUM_CLASSES["imagenet"], 3
         self.per_process = config.optim.batch_size // jax.process_count()
         self.examples = imagenet_input.examples_per_process(config.data) * jax.process_count()
@@ -118,47 +116,36 @@ class StreamingSource:
             lambda state, batch: steps.apply_gradients(self.config, graphdef, optimizer, state,
                                                        batch["images"], batch["labels"]),
             donate_argnums=0)
+        self._logits = steps.make_logits_step(graphdef)
         batches = imagenet_input.train_batches(self.config.data, self.per_process,
-                                               self.config.run.seed, start_step, self.image_size)
+                                               self.config.run.seed, start_step,
+                                               self.config.data.image_size)
         self._batches: Iterator[Any] = imagenet_input.prefetch_to_device(
             batches, 2, steps.batch_sharded(self.mesh))
-        self.graphdef = graphdef
 
     def train_step(self, state: steps.TrainState, step: int) -> steps.TrainState:
         return self._train_step(state, next(self._batches))
 
     def evaluate(self, state: steps.TrainState) -> dict[str, float]:
-        """Top-1 and top-5 centre-crop error on the validation split (what most tools report);
-        the paper's 10-crop and multi-scale figures come from `resdepth evaluate`."""
+        """Top-1 and top-5 centre-crop error on the validation split (what most tools report),
+        on its first `run.eval_examples` images (0: all); the paper's 10-crop and multi-scale
+        figures come from `resdepth evaluate`."""
         import itertools
 
         from resdepth import imagenet_input, multicrop
 
-        logits_fn = self.logits_fn(state)
         examples = imagenet_input.eval_images(self.config.data)
-        if self.eval_examples is not None:
-            examples = itertools.islice(examples, self.eval_examples)
-        result = multicrop.evaluate(logits_fn, examples, "center")
+        if self.config.run.eval_examples:
+            examples = itertools.islice(examples, self.config.run.eval_examples)
+        result = multicrop.evaluate(lambda images: np.asarray(self._logits(state, images)),
+                                    examples, "center")
         return {"test_loss": None, "test_error": result["top1_error"],
                 "test_top5_error": result["top5_error"]}
-
-    def logits_fn(self, state: steps.TrainState):
-        """float32 (N, H, W, 3) mean-subtracted images -> numpy logits (N, 1000)."""
-        from flax import nnx
-
-        graphdef = self.graphdef
-
-        @jax.jit
-        def logits(state, images):
-            return nnx.merge(graphdef, state.params, state.batch_stats)(images, train=False)
-
-        return lambda images: np.asarray(logits(state, images))
 
 
 def make_source(config: ExperimentConfig, mesh):
     from resdepth.architectures import family_of
 
     if family_of(config.data.dataset) == "imagenet":
-        return StreamingSource(config, mesh, image_size=config.data.image_size,
-                               eval_examples=config.run.eval_examples or None)
+        return StreamingSource(config, mesh)
     return DeviceResidentSource(config, mesh)

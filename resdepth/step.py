@@ -192,3 +192,13 @@ def make_eval_step(graphdef: Any) -> Callable[..., jax.Array]:
         return jnp.stack([jnp.sum(losses * mask), jnp.sum(errors * mask), jnp.sum(mask)])
 
     return jax.jit(evaluate)
+
+
+def make_logits_step(graphdef: Any) -> Callable[[TrainState, jax.Array], jax.Array]:
+    """Jitted (state, float32 images (N, H, W, C), mean-subtracted) -> logits (N, classes), in
+    inference mode; one compiled program per image shape."""
+
+    def logits(state: TrainState, images: jax.Array) -> jax.Array:
+        return nnx.merge(graphdef, state.params, state.batch_stats)(images, train=False)
+
+    return jax.jit(logits)
