@@ -97,6 +97,24 @@ def info(
     console.print(table)
 
 
+# ------------------------------------------------------------------------------------- config
+@app.command("config", epilog=(
+    "Example, a shorter digits run saved, then trained:\n\n"
+    "resdepth config --dataset digits --set optim.total_steps=1000 > mine.toml\n\n"
+    "resdepth train --experiment mine.toml"))
+@user_errors
+def show_config(
+    experiment: Annotated[Optional[str], typer.Option(help="experiment file name or path (experiments/*.toml)")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="cifar10, digits or imagenet; picks its experiment file")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override any config field: section.key=value")] = None,
+) -> None:
+    """Print the resolved config as TOML, an experiment file that --experiment reads back; trains nothing."""
+    from resdepth.config import config_to_toml
+
+    config = _build_config(experiment, dataset, set_ or [], **{"data.dataset": dataset})
+    typer.echo(config_to_toml(config), nl=False)  # plain text: Rich would read [model] as markup
+
+
 # -------------------------------------------------------------------------------------- train
 def _build_config(experiment: Optional[str], dataset: Optional[str], overrides: list[str],
                   **fields: Any):
@@ -201,6 +219,7 @@ def train(
     manual_dir: Annotated[Optional[str], typer.Option(help="folder holding the ImageNet archives")] = None,
     val_split: Annotated[Optional[bool], typer.Option("--val-split/--no-val-split", help="hold out 10% of training images as the test set")] = None,
     steps: Annotated[Optional[int], typer.Option(help="total iterations (the paper: 64000 on CIFAR-10)")] = None,
+    tag: Annotated[Optional[str], typer.Option(help="a name suffix keeping a variant's run apart, e.g. lr05")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="override any config field: section.key=value")] = None,
 ) -> None:
     """Train one plain or residual net with the paper's recipe; re-run the command to resume."""
@@ -208,12 +227,15 @@ def train(
         "data.dataset": dataset, "model.depth": depth, "model.residual": False if plain else None,
         "model.shortcut": shortcut.upper() if shortcut else None, "run.seed": seed,
         "data.data_dir": data_dir, "data.manual_dir": manual_dir, "data.val_split": val_split,
-        "optim.total_steps": steps})
+        "optim.total_steps": steps, "run.tag": tag})
     from resdepth.run_files import ensure_writable
     from resdepth.sweep import run_dir_for
 
     run_dir = run_dir_for(out, config)
     ensure_writable(run_dir)
+    from resdepth.run_files import check_same_run
+
+    check_same_run(run_dir, config)  # before JAX starts: a conflict is one line, at once
     _quiet_logs()
     from resdepth.train import train_and_evaluate
 
@@ -240,10 +262,12 @@ def sweep(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list the runs, their size and cost; train nothing")] = False,
     data_dir: Annotated[Optional[str], typer.Option(help="TFDS data dir")] = None,
     steps: Annotated[Optional[int], typer.Option(help="total iterations per run")] = None,
+    tag: Annotated[Optional[str], typer.Option(help="a name suffix for every run of this sweep (a variant of the experiment)")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="override any config field: section.key=value")] = None,
 ) -> None:
     """Train every (architecture, depth, seed) of a grid; skips finished runs, resumes the rest."""
-    overrides = {"data.dataset": dataset, "data.data_dir": data_dir, "optim.total_steps": steps}
+    overrides = {"data.dataset": dataset, "data.data_dir": data_dir, "optim.total_steps": steps,
+                 "run.tag": tag}
     config = _build_config(experiment, dataset, set_ or [], **overrides)
     if depths:
         config.sweep.depths = parse_depths(depths)

@@ -40,6 +40,8 @@ class ModelSpec:
       num_classes: width of the final dense layer.
       compute_dtype: "float32" or "bfloat16"; parameters are always float32.
       remat: rematerialize each block in the backward pass (less memory, about 1/3 more compute).
+      bn_group_size: BatchNorm statistics over groups of this many images of the batch while
+        training (0: the whole batch); the paper's Caffe BN was per GPU, 64 images on CIFAR-10.
     """
 
     dataset_family: Literal["cifar", "imagenet"] = "cifar"
@@ -49,6 +51,7 @@ class ModelSpec:
     num_classes: int = 10
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
     remat: bool = False
+    bn_group_size: int = 0
 
     @property
     def plan(self) -> StagePlan:
@@ -59,19 +62,79 @@ class ModelSpec:
         return f"{'resnet' if self.residual else 'plain'}-{self.depth}"
 
 
+def paper_padding(kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """k//2 pixels on every side, as the authors' Caffe models pad every conv.
+
+    Not "SAME": on an even-sized input a stride-2 "SAME" conv pads (0, 1), so its output (i, j)
+    is centred on input (2i+1, 2j+1) while the shortcut (`x[::2, ::2]`, or a 1x1 stride-2
+    projection) reads (2i, 2j). With k//2 on both sides both read (2i, 2j).
+    """
+    return ((kernel // 2, kernel // 2), (kernel // 2, kernel // 2))
+
+
+def caffe_max_pool(x: jax.Array, window: int = 3, stride: int = 2) -> jax.Array:
+    """Caffe's pool1: no padding, output size rounded *up*, ceil((H - window) / stride) + 1.
+
+    The last window may run past the edge; it then covers only the pixels that exist, which is
+    padding with -inf on the bottom/right only. (x: (batch, H, W, C) -> (batch, H', W', C).)
+    """
+    def extra(size: int) -> int:
+        out = -(-(size - window) // stride) + 1
+        return max(0, (out - 1) * stride + window - size)
+
+    pads = ((0, extra(x.shape[1])), (0, extra(x.shape[2])))
+    return nnx.max_pool(x, (window, window), strides=(stride, stride), padding=pads)
+
+
+class GroupedBatchNorm(nnx.BatchNorm):
+    """BatchNorm whose training statistics are computed over groups of `group_size` images.
+
+    Caffe computes BN statistics on each GPU's share of the batch: the paper's CIFAR-10 batch of
+    128 "on two GPUs" normalizes groups of 64. Grouping the *global* batch gives the same groups
+    on any number of devices. The running averages take the mean over groups of the group
+    statistics. With group_size 0 (or at least the batch) this is flax's BatchNorm exactly.
+    x: (batch, H, W, C) -> same shape.
+    """
+
+    def __init__(self, num_features: int, group_size: int, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.group_size = group_size
+
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
+        batch = x.shape[0]
+        if use_running_average or not 0 < self.group_size < batch:
+            return super().__call__(x, use_running_average=use_running_average)
+        if batch % self.group_size:
+            raise ValueError(f"batch {batch} is not a multiple of bn_group_size {self.group_size}")
+        groups = x.astype(jnp.float32).reshape(batch // self.group_size, self.group_size, *x.shape[1:])
+        axes = tuple(range(1, groups.ndim - 1))
+        # E[x^2] - E[x]^2 in one pass, clipped at 0, as flax's BatchNorm computes it.
+        mean = jnp.mean(groups, axes, keepdims=True)
+        var = jnp.maximum(0.0, jnp.mean(jnp.square(groups), axes, keepdims=True) - jnp.square(mean))
+        features = x.shape[-1]
+        self.mean[...] = jax.lax.stop_gradient(
+            self.momentum * self.mean[...] + (1 - self.momentum) * jnp.mean(mean.reshape(-1, features), 0))
+        self.var[...] = jax.lax.stop_gradient(
+            self.momentum * self.var[...] + (1 - self.momentum) * jnp.mean(var.reshape(-1, features), 0))
+        multiplier = jax.lax.rsqrt(var + self.epsilon) * self.scale[...]
+        y = (groups - mean) * multiplier + self.bias[...]
+        return y.reshape(x.shape).astype(self.dtype)
+
+
 class ConvBN(nnx.Module):
     """Convolution without bias followed by BatchNorm (the paper puts BN after every conv)."""
 
     def __init__(self, in_features: int, out_features: int, kernel: int, stride: int,
-                 dtype: jnp.dtype, *, rngs: nnx.Rngs):
+                 dtype: jnp.dtype, *, rngs: nnx.Rngs, bn_group_size: int = 0):
         self.conv = nnx.Conv(in_features, out_features, (kernel, kernel), strides=stride,
-                             padding="SAME", use_bias=False, kernel_init=HE_NORMAL,
+                             padding=paper_padding(kernel), use_bias=False, kernel_init=HE_NORMAL,
                              dtype=dtype, param_dtype=jnp.float32,
                              conv_general_dilated=conv_function(), rngs=rngs)
         # BatchNorm normalizes in float32 whatever the compute dtype: its statistics are float32
         # and bfloat16 sums over a large batch lose precision; the next conv casts back.
-        self.norm = nnx.BatchNorm(out_features, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                                  dtype=jnp.float32, param_dtype=jnp.float32, rngs=rngs)
+        self.norm = GroupedBatchNorm(out_features, bn_group_size, momentum=BN_MOMENTUM,
+                                     epsilon=BN_EPSILON, dtype=jnp.float32,
+                                     param_dtype=jnp.float32, rngs=rngs)
 
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         return self.norm(self.conv(x), use_running_average=not train)
@@ -101,29 +164,31 @@ class Block(nnx.Module):
     """
 
     def __init__(self, in_features: int, width: int, stride: int, kind: BlockKind,
-                 residual: bool, shortcut: Shortcut, dtype: jnp.dtype, *, rngs: nnx.Rngs):
+                 residual: bool, shortcut: Shortcut, dtype: jnp.dtype, *, rngs: nnx.Rngs,
+                 bn_group_size: int = 0):
         self.kind = kind
         self.residual = residual
         self.stride = stride
+        norm = {"rngs": rngs, "bn_group_size": bn_group_size}
         if kind == "basic":
             self.out_features = width
             self.layers = nnx.List([
-                ConvBN(in_features, width, 3, stride, dtype, rngs=rngs),
-                ConvBN(width, width, 3, 1, dtype, rngs=rngs),
+                ConvBN(in_features, width, 3, stride, dtype, **norm),
+                ConvBN(width, width, 3, 1, dtype, **norm),
             ])
             self.response_layers = (0, 1)
         else:
             self.out_features = 4 * width
             # The original paper strides the first 1x1 conv (not the 3x3 of the later "v1.5").
             self.layers = nnx.List([
-                ConvBN(in_features, width, 1, stride, dtype, rngs=rngs),
-                ConvBN(width, width, 3, 1, dtype, rngs=rngs),
-                ConvBN(width, self.out_features, 1, 1, dtype, rngs=rngs),
+                ConvBN(in_features, width, 1, stride, dtype, **norm),
+                ConvBN(width, width, 3, 1, dtype, **norm),
+                ConvBN(width, self.out_features, 1, 1, dtype, **norm),
             ])
             self.response_layers = (1,)
         grows = stride != 1 or in_features != self.out_features
         project = residual and (shortcut == "C" or (shortcut == "B" and grows))
-        self.projection = (ConvBN(in_features, self.out_features, 1, stride, dtype, rngs=rngs)
+        self.projection = (ConvBN(in_features, self.out_features, 1, stride, dtype, **norm)
                            if project else None)
 
     def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
@@ -149,7 +214,7 @@ class Stage(nnx.Module):
                  spec: ModelSpec, dtype: jnp.dtype, *, rngs: nnx.Rngs):
         kind = spec.plan.block_kind
         self.first = Block(in_features, width, stride, kind, spec.residual, spec.shortcut,
-                           dtype, rngs=rngs)
+                           dtype, rngs=rngs, bn_group_size=spec.bn_group_size)
         self.out_features = self.first.out_features
         self.remat = spec.remat
         self.num_repeated = num_blocks - 1
@@ -163,7 +228,7 @@ class Stage(nnx.Module):
         @nnx.vmap(in_axes=(0,), out_axes=0)
         def make_blocks(block_rngs: nnx.Rngs) -> Block:
             return Block(out_features, width, 1, kind, spec.residual, spec.shortcut, dtype,
-                         rngs=block_rngs)
+                         rngs=block_rngs, bn_group_size=spec.bn_group_size)
 
         self.repeated = make_blocks(rngs)
 
@@ -192,9 +257,11 @@ class ResNet(nnx.Module):
         dtype = jnp.dtype(spec.compute_dtype)
         self.dtype = dtype
         if spec.dataset_family == "cifar":
-            self.stem = ConvBN(in_channels, plan.stem_features, 3, 1, dtype, rngs=rngs)
+            self.stem = ConvBN(in_channels, plan.stem_features, 3, 1, dtype, rngs=rngs,
+                               bn_group_size=spec.bn_group_size)
         else:
-            self.stem = ConvBN(in_channels, plan.stem_features, 7, 2, dtype, rngs=rngs)
+            self.stem = ConvBN(in_channels, plan.stem_features, 7, 2, dtype, rngs=rngs,
+                               bn_group_size=spec.bn_group_size)
         stages, features = [], plan.stem_features
         for index, (width, num_blocks) in enumerate(zip(plan.widths, plan.stage_sizes)):
             stride = 1 if index == 0 else 2
@@ -221,7 +288,7 @@ class ResNet(nnx.Module):
             responses.append(response_moments(x)[None, None])
         x = nnx.relu(x)
         if self.spec.dataset_family == "imagenet":
-            x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+            x = caffe_max_pool(x)
         for stage in self.stages:
             x, moments = stage(x, train)
             responses.append(moments)

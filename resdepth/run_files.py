@@ -15,6 +15,7 @@ from typing import Any
 
 from resdepth.architectures import InvalidChoice
 from resdepth.config import ExperimentConfig
+from resdepth.run_identity import flatten
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -26,12 +27,45 @@ class RunDirError(InvalidChoice):
     """The output folder cannot be created or written."""
 
 
+class RunConflict(InvalidChoice):
+    """A run directory holds a run of another config than the one asked for."""
+
+
 def run_name(config: ExperimentConfig) -> str:
-    """'resnet-56-A-seed0' or 'plain-56-seed0': the run directory's name."""
+    """'resnet-56-A-seed0', 'plain-56-seed0', or with `run.tag` 'resnet-56-A-seed0-TAG'."""
     model = config.model
     if model.residual:
-        return f"resnet-{model.depth}-{model.shortcut}-seed{config.run.seed}"
-    return f"plain-{model.depth}-seed{config.run.seed}"
+        name = f"resnet-{model.depth}-{model.shortcut}-seed{config.run.seed}"
+    else:
+        name = f"plain-{model.depth}-seed{config.run.seed}"
+    return f"{name}-{config.run.tag}" if config.run.tag else name
+
+
+def check_same_run(run_dir: Path, config: ExperimentConfig) -> None:
+    """RunConflict unless `run_dir` is new or was started with the same result-changing settings.
+
+    Settings that do not change results (logging, evaluation and checkpoint intervals, the eval
+    batch size, data folders) may differ; anything else would mix two experiments' numbers in
+    one directory (a longer schedule reported as the old one, a resumed run at another rate).
+    """
+    from resdepth.config import ConfigError, config_from_dict
+    from resdepth.run_identity import differing_keys
+
+    saved = read_json(run_dir / CONFIG_FILE)
+    if saved is None:
+        return
+    advice = "use --tag NAME for a separate run, or another --out"
+    try:
+        # Through the config class, so fields added since the run started take their defaults.
+        saved_settings = config_from_dict(saved["config"]).to_dict()
+    except (ConfigError, KeyError, TypeError) as error:
+        raise RunConflict(f"{run_dir} holds a run whose config.json cannot be read ({error}); "
+                          f"{advice}") from None
+    keys = differing_keys(saved_settings, config.to_dict())
+    if keys:
+        flat_saved, flat_now = flatten(saved_settings), flatten(config.to_dict())
+        changes = ", ".join(f"{key} {flat_saved.get(key)!r} -> {flat_now.get(key)!r}" for key in keys)
+        raise RunConflict(f"{run_dir} was started with other settings ({changes}); {advice}")
 
 
 def ensure_writable(folder: Path) -> Path:

@@ -74,19 +74,44 @@ def make_optimizer(config: ExperimentConfig) -> optax.GradientTransformation:
 
 def learning_rate(config: ExperimentConfig, step: jax.Array, warmup_active: jax.Array,
                   lr_scale: jax.Array) -> jax.Array:
-    """The learning rate of iteration `step` (0-based): base rate divided by 10 at each
-    boundary passed, or the warm-up rate while the warm-up is active. float32 ()."""
+    """The learning rate of iteration `step` (0-based), float32 ().
+
+    The base rate times `lr_scale` (plateau decays) divided by 10 at each boundary passed; the
+    warm-up rate instead while the warm-up is active and `step` is before `warmup_end_step`, so
+    neither the warm-up cap nor a decay boundary is ever masked by a warm-up that never switched.
+    """
     optim = config.optim
     decays = jnp.float32(0)
     if optim.lr_schedule == "steps":
         for boundary in optim.lr_boundaries_steps:
             decays = decays + (step >= boundary).astype(jnp.float32)
     scheduled = optim.learning_rate * lr_scale * jnp.float32(optim.lr_decay_factor) ** decays
-    return jnp.where(warmup_active, optim.warmup_learning_rate, scheduled).astype(jnp.float32)
+    warm = jnp.logical_and(warmup_active, step < warmup_end_step(config))
+    return jnp.where(warm, optim.warmup_learning_rate, scheduled).astype(jnp.float32)
 
 
 def uses_warmup(config: ExperimentConfig) -> bool:
+    """§4.2's warm-up applies to nets at least `warmup_min_depth` deep, plain or residual alike."""
     return config.model.depth >= config.optim.warmup_min_depth
+
+
+def warmup_end_step(config: ExperimentConfig) -> int:
+    """The iteration by which the warm-up is over whatever the training error: the cap
+    `warmup_max_steps` or the first decay boundary, whichever comes first."""
+    optim = config.optim
+    ends = [optim.warmup_max_steps]
+    if optim.lr_schedule == "steps" and optim.lr_boundaries_steps:
+        ends.append(min(optim.lr_boundaries_steps))
+    return min(ends)
+
+
+def warmup_cap_reason(config: ExperimentConfig) -> str:
+    """Why a warm-up still active at `warmup_end_step` ends there."""
+    optim = config.optim
+    boundaries = optim.lr_boundaries_steps if optim.lr_schedule == "steps" else []
+    if boundaries and min(boundaries) < optim.warmup_max_steps:
+        return "decay_boundary"
+    return "warmup_max_steps"
 
 
 def init_state(config: ExperimentConfig, model: nnx.Module, mesh: Mesh) -> tuple[Any, TrainState]:

@@ -26,8 +26,9 @@ from resdepth.checkpoints import Checkpointer, abstract_like
 from resdepth.complexity import count_params
 from resdepth.config import ExperimentConfig
 from resdepth.models import ModelSpec, build_model
-from resdepth.run_files import (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, MetricsLog, code_version,
-                                ensure_writable, read_json, write_json)
+from resdepth.run_files import (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, MetricsLog, check_same_run,
+                                code_version, ensure_writable, read_json, write_json)
+from resdepth.run_identity import fingerprint, recipe_fingerprint
 from resdepth import step as steps
 from resdepth.sources import host_value, make_source
 
@@ -48,7 +49,7 @@ EventSink = Callable[[Event], None]
 def model_spec(config: ExperimentConfig, num_classes: int) -> ModelSpec:
     model = config.model
     return ModelSpec(family_of(config.data.dataset), model.depth, model.residual, model.shortcut,
-                     num_classes, model.compute_dtype, model.remat)
+                     num_classes, model.compute_dtype, model.remat, model.bn_group_size)
 
 
 def warmup_should_end(warmup_active: bool, interval_train_error: float, threshold: float) -> bool:
@@ -85,8 +86,10 @@ def stop_on_signals() -> Iterator[threading.Event]:
 
 def _save_config(run_dir: Path, config: ExperimentConfig, writes: bool) -> None:
     if writes and not (run_dir / CONFIG_FILE).exists():
+        settings = config.to_dict()
         write_json(run_dir / CONFIG_FILE, {
-            "config": config.to_dict(), "code_version": code_version(),
+            "config": settings, "fingerprint": fingerprint(settings),
+            "recipe_fingerprint": recipe_fingerprint(settings), "code_version": code_version(),
             "jax_version": jax.__version__, "devices": [str(d) for d in jax.devices()]})
 
 
@@ -111,6 +114,7 @@ def train_and_evaluate(config: ExperimentConfig, run_dir: Path,
     maybe_initialize_distributed()
     writes = jax.process_index() == 0
     ensure_writable(run_dir)
+    check_same_run(run_dir, config)
     previous = read_json(run_dir / SUMMARY_FILE)
     if previous and previous.get("status") == "completed":
         return previous
@@ -147,7 +151,10 @@ def train_and_evaluate(config: ExperimentConfig, run_dir: Path,
         "arch": "residual" if config.model.residual else "plain", "depth": config.model.depth,
         "shortcut": config.model.shortcut, "seed": config.run.seed, "params": params_count,
         "total_steps": total, "final_test_error": None, "final_test_loss": None,
-        "final_train_error": None, "final_test_top5_error": None, "message": ""}
+        "final_train_error": None, "final_test_top5_error": None, "message": "",
+        # A --val-split run tests on 5k held-out training images: never a test error.
+        "eval_split": "validation" if config.data.val_split else "test",
+        "fingerprint": fingerprint(config.to_dict())}
     last_train_error = _last_value(metrics.rows(), "train", "train_error")
     on_event(Event("start", start_step, total, {"params": params_count, "resumed": restored is not None
                                                 and restored.state is not None}))
@@ -161,10 +168,23 @@ def train_and_evaluate(config: ExperimentConfig, run_dir: Path,
     def checkpoint() -> None:
         checkpointer.save(step, state, {**host, "wall_s": wall()})
 
+    warmup_cap = steps.warmup_end_step(config)
+    if steps.uses_warmup(config) and host["warmup_switch_step"] is None:
+        host.setdefault("warmup_switch_reason", "still_active")
+        if warmup_cap <= start_step:  # a cap of 0: no warm-up iteration at all
+            host["warmup_switch_step"], host["warmup_switch_reason"] = warmup_cap, steps.warmup_cap_reason(config)
     with (stop_on_signals() if stop is None else contextlib.nullcontext(stop)) as stop_flag:
         while step < total:
             state = source.train_step(state, step)
             step += 1
+            if step == warmup_cap and host.get("warmup_switch_reason") == "still_active":
+                # `learning_rate` already ends the warm-up at the cap; this only records it.
+                reason = steps.warmup_cap_reason(config)
+                host["warmup_switch_step"], host["warmup_switch_reason"] = step, reason
+                on_event(Event("note", step, total, {
+                    "message": f"warm-up over at iteration {step} ({reason.replace('_', ' ')}): "
+                               "the training error never fell below "
+                               f"{config.optim.warmup_until_train_error:.0%}"}))
             if step % config.run.log_every_steps == 0 or step == total:
                 loss_sum, error_sum, seen, warmup_active = (float(host_value(v)) for v in (
                     state.loss_sum, state.error_sum, state.examples_seen, state.warmup_active))
@@ -184,11 +204,12 @@ def train_and_evaluate(config: ExperimentConfig, run_dir: Path,
                     status = "diverged"
                     summary["message"] = f"training loss became {row['train_loss']} at iteration {step}"
                     break
-                if warmup_should_end(bool(warmup_active), row["train_error"],
+                if warmup_should_end(host.get("warmup_switch_reason") == "still_active", row["train_error"],
                                      config.optim.warmup_until_train_error):
                     state = dataclasses.replace(
                         state, warmup_active=steps.replicated_scalar(False, jnp.bool_, mesh))
                     host["warmup_switch_step"] = step
+                    host["warmup_switch_reason"] = "train_error_below_threshold"
                     on_event(Event("note", step, total, {
                         "message": f"warm-up over at iteration {step}: training error "
                                    f"{row['train_error']:.1%} < {config.optim.warmup_until_train_error:.0%}"}))
@@ -196,7 +217,7 @@ def train_and_evaluate(config: ExperimentConfig, run_dir: Path,
                 row = {"type": "eval", "step": step, "epoch": source.epoch(step), **source.evaluate(state)}
                 metrics.append(row)
                 on_event(Event("eval", step, total, row))
-                state = _plateau_update(config, state, host, row["test_error"], mesh, on_event, step)
+                state = _plateau_update(config, state, host, row, mesh, on_event, step)
             if step % config.run.checkpoint_every_steps == 0 or step == total:
                 checkpoint()
             if stop_flag.is_set():
@@ -212,6 +233,7 @@ def train_and_evaluate(config: ExperimentConfig, run_dir: Path,
     summary.update({
         "status": status, "steps_done": step, "wall_s": wall(),
         "warmup_switch_step": host["warmup_switch_step"],
+        "warmup_switch_reason": host.get("warmup_switch_reason"),
         "final_train_error": last_train_error,
     })
     if status == "completed":
@@ -231,21 +253,30 @@ def _logged_rate(config: ExperimentConfig, step: int, warmup_active: bool, lr_sc
 
 
 def _plateau_update(config: ExperimentConfig, state: steps.TrainState, host: dict[str, Any],
-                    eval_error: float, mesh, on_event: EventSink, step: int) -> steps.TrainState:
-    """The "divide by 10 when the error plateaus" schedule (§3.4), decided on evaluations."""
-    if config.optim.lr_schedule != "plateau":
+                    eval_row: dict[str, Any], mesh, on_event: EventSink, step: int) -> steps.TrainState:
+    """The "divide by 10 when the error plateaus" schedule (§3.4), decided on evaluations.
+
+    It reads the row's `holdout_error`, the error of training images held out of training
+    (sources.py), never `test_error`: the test/validation set is what the tables report. The
+    rate is divided after `plateau_patience_evals` evaluations in a row that do not beat the best
+    holdout error so far by more than `plateau_threshold`.
+    """
+    optim = config.optim
+    if optim.lr_schedule != "plateau":
         return state
+    error = eval_row["holdout_error"]
     best = host["best_eval_error"]
-    if best is None or eval_error < best - 1e-4:
-        host["best_eval_error"], host["evals_since_best"] = eval_error, 0
+    if best is None or error < best - optim.plateau_threshold:
+        host["best_eval_error"], host["evals_since_best"] = error, 0
         return state
     host["evals_since_best"] += 1
-    if host["evals_since_best"] < config.optim.plateau_patience_evals:
+    if host["evals_since_best"] < optim.plateau_patience_evals:
         return state
     host["evals_since_best"] = 0
-    scale = float(host_value(state.lr_scale)) * config.optim.lr_decay_factor
-    on_event(Event("note", step, config.optim.total_steps,
-                   {"message": f"error plateaued: learning rate x{config.optim.lr_decay_factor}"}))
+    scale = float(host_value(state.lr_scale)) * optim.lr_decay_factor
+    on_event(Event("note", step, optim.total_steps, {
+        "message": f"held-out training error plateaued at {error:.2%}: learning rate "
+                   f"x{optim.lr_decay_factor}"}))
     return dataclasses.replace(state, lr_scale=steps.replicated_scalar(scale, jnp.float32, mesh))
 
 

@@ -103,7 +103,7 @@ def test_ctrl_c_then_rerun_finishes_the_grid_with_nothing_lost_or_repeated(tmp_p
                "--arch", "plain,residual", "--experiment", "digits", "--out", str(tmp_path),
                "--data-dir", digits_data_dir, "--steps", "40",
                "--set", "run.log_every_steps=5", "--set", "run.checkpoint_every_steps=1000",
-               "--set", "optim.batch_size=32"]
+               "--set", "optim.batch_size=32", "--set", "optim.lr_boundaries_steps=[20]"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
     metrics = tmp_path / "digits" / "plain-8-seed0" / "metrics.jsonl"

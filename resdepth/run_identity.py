@@ -1,0 +1,82 @@
+"""What makes two runs the same run: the config fields that change results, and their hash.
+
+A run directory belongs to one resolved config. Its `config.json` stores `fingerprint`, a hash
+of every field that can change what the run computes (seed included), and `recipe_fingerprint`,
+the same without the seed: runs that share a recipe fingerprint differ only in seed, so only
+they may be averaged in a table or a plot.
+
+Fields that change only how a run is observed or stored (logging, evaluation and checkpoint
+intervals, evaluation batch size, where the data lives, the sweep grid, the experiment's name)
+are left out, so a run can be resumed with them changed.
+
+Pure Python with no JAX import: tables and plots use it on saved config dicts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+# Dotted keys (or whole sections, ending in ".") that never change a run's numbers.
+RESULT_NEUTRAL = (
+    "name",
+    "data.data_dir",
+    "data.manual_dir",
+    "run.log_every_steps",
+    "run.eval_every_steps",
+    "run.checkpoint_every_steps",
+    "run.keep_checkpoints",
+    "run.eval_batch_size",
+    "run.tag",
+    "run.tensorboard",
+    "run.steps_per_call",  # bit-identical to one step per call (a speed setting)
+    "model.remat",  # rematerialization recomputes the same values (a memory setting)
+    "sweep.",
+)
+SEED_KEY = "run.seed"
+
+
+def flatten(config: dict[str, Any]) -> dict[str, Any]:
+    """{"optim": {"learning_rate": 0.1}, "name": "x"} -> {"optim.learning_rate": 0.1, "name": "x"}.
+
+    Sections are the top-level tables; values inside a section (lists, dicts) are kept whole.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{field}": item for field, item in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _neutral(key: str) -> bool:
+    return any(key == n or (n.endswith(".") and key.startswith(n)) for n in RESULT_NEUTRAL)
+
+
+def result_settings(config: dict[str, Any], with_seed: bool = True) -> dict[str, Any]:
+    """The flattened fields of a config dict (`ExperimentConfig.to_dict()`) that change results."""
+    return {key: value for key, value in sorted(flatten(config).items())
+            if not _neutral(key) and (with_seed or key != SEED_KEY)}
+
+
+def _digest(settings: dict[str, Any]) -> str:
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def fingerprint(config: dict[str, Any]) -> str:
+    """16 hex digits identifying everything that changes this run's numbers, seed included."""
+    return _digest(result_settings(config))
+
+
+def recipe_fingerprint(config: dict[str, Any]) -> str:
+    """The fingerprint without the seed: equal for runs that may be averaged over seeds."""
+    return _digest(result_settings(config, with_seed=False))
+
+
+def differing_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The result-changing dotted keys whose values differ between two config dicts, sorted."""
+    a, b = result_settings(saved), result_settings(current)
+    return sorted(key for key in set(a) | set(b) if a.get(key) != b.get(key))
