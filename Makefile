@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test info bench bench-compile bench-gpu bench-input clean \
+.PHONY: install install-gpu demo test info bench bench-compile bench-gpu bench-input clean \
         reproduce-table6 reproduce-table2 reproduce-table3 reproduce-table4
 
 install: $(STAMP)
@@ -15,6 +15,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The CUDA 12 build of the jax version already installed (Linux x86-64 or aarch64; NVIDIA driver
+# >= 525.60.13). CUDA, cuDNN and NCCL come as pip wheels: no CUDA toolkit needed on the machine.
+install-gpu: install
+	$(BIN)/pip install --quiet "jax[cuda12]==$$($(BIN)/python -c 'from importlib.metadata import version; print(version("jax"))')"
+	@$(BIN)/python -c "import jax; b = jax.default_backend(); print('jax', jax.__version__, 'sees', jax.devices()); b == 'gpu' or print('no GPU visible here (a login node?): on a GPU node nvidia-smi must show driver >= 525.60.13')"
+
 info: install
 	$(BIN)/resdepth info
 
@@ -24,6 +30,7 @@ demo: install
 	$(BIN)/resdepth analyze results/demo
 	$(BIN)/resdepth plot results/demo
 	$(BIN)/resdepth table results/demo
+	$(BIN)/resdepth report results/demo
 
 # Table 6, Figures 6 and 7 on CIFAR-10 (GPU hours: see `resdepth sweep --experiment table6 --dry-run`).
 reproduce-table6: install
@@ -31,6 +38,7 @@ reproduce-table6: install
 	$(BIN)/resdepth analyze results/table6
 	$(BIN)/resdepth plot results/table6
 	$(BIN)/resdepth table results/table6
+	$(BIN)/resdepth report results/table6
 
 test: install
 	$(BIN)/python -m pytest

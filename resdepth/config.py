@@ -85,6 +85,10 @@ class RunConfig:
     eval_batch_size: int = 1000
     eval_examples: int = 0  # ImageNet: validate on the first N images at each evaluation (0: all)
     tag: str = ""  # a suffix for the run directory's name, to keep a variant apart from the default
+    # Iterations per compiled call (a scan inside the call) so a small net on a fast GPU is not
+    # bound by Python dispatch; 0 = automatic: 1 on CPU, up to the next logging point elsewhere.
+    steps_per_call: int = 0
+    tensorboard: bool = False  # also write metrics as TensorBoard event files in RUN_DIR/tensorboard
 
 
 @dataclasses.dataclass
@@ -97,6 +101,9 @@ class SweepConfig:
     # Other seeds for some nets, keyed "<arch>-<depth>" or "<depth>" (the paper reports
     # ResNet-110 over 5 runs): {"residual-110": [0, 1, 2, 3, 4]}.
     seeds_by_depth: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    # Train the seeds of one (architecture, depth) packed into one compiled program (a leading
+    # seed axis, `jax.vmap`); "auto": on accelerators, not on CPU (where it gains nothing).
+    pack_seeds: bool | str = "auto"
 
     def seeds_for(self, arch: str, depth: int) -> list[int]:
         return self.seeds_by_depth.get(f"{arch}-{depth}", self.seeds_by_depth.get(str(depth), self.seeds))
@@ -280,6 +287,9 @@ RULES: dict[str, Rule] = {
     "run.eval_batch_size": at_least_one,
     "run.eval_examples": non_negative,
     "run.tag": _run_tag,
+    "run.steps_per_call": non_negative,
+    "sweep.pack_seeds": lambda value, config: (
+        None if value in (True, False, "auto") else 'must be true, false or "auto"'),
     "sweep.archs": _sweep_archs,
     # Checked against the dataset's family only when the grid is expanded: a train-only
     # experiment (imagenet.toml) inherits the CIFAR default grid it never sweeps.

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import socket
+import threading
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +25,10 @@ NUM_CLASSES = {"cifar10": 10, "digits": 10, "imagenet": 1000}
 IMAGE_SIZE_PIXELS = {"cifar10": 32, "digits": 8, "imagenet": 224}  # training input side
 IN_CHANNELS = {"cifar10": 3, "digits": 1, "imagenet": 3}
 VALIDATION_FRACTION_PERCENT = 10  # the paper's 45k/5k split of CIFAR-10's 50k training images
+# The archive TFDS's cifar10 builder fetches; probed before TFDS's downloader, which retries a
+# dead connection for minutes.
+DOWNLOAD_URLS = {"cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"}
+PROBE_TIMEOUT_S = 5.0
 
 
 class DatasetUnavailable(InvalidChoice):
@@ -79,20 +87,19 @@ def load_dataset(config: DataConfig) -> InMemoryDataset:
     from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
     from tensorflow_datasets.core.download.util import DownloadError
 
+    where = data_dir or "~/tensorflow_datasets"
     try:
         if data_dir:
             Path(data_dir).mkdir(parents=True, exist_ok=True)
         builder = tfds.builder(TFDS_NAMES[config.dataset], data_dir=data_dir)
+        # The CLI probes the download host first (check_download_reachable) so an offline
+        # machine fails in seconds; the library leaves that to its caller (tests use mock data).
         builder.download_and_prepare()
         train = builder.as_dataset(split=train_split, as_supervised=True, shuffle_files=False)
         test = builder.as_dataset(split=test_split, as_supervised=True, shuffle_files=False)
     except (OSError, DownloadError, NonMatchingChecksumError) as error:
         # OSError covers requests' ConnectionError and a full or read-only disk.
-        where = data_dir or "~/tensorflow_datasets"
-        raise DatasetUnavailable(
-            f"could not download or prepare {config.dataset} into {where} "
-            f"({type(error).__name__}); check the network, or copy a prepared TFDS folder there "
-            f"and pass --data-dir") from None
+        raise DatasetUnavailable(_cannot_download(config.dataset, where, type(error).__name__)) from None
     train_images, train_labels = _as_arrays(train)
     test_images, test_labels = _as_arrays(test)
     return InMemoryDataset(
@@ -102,6 +109,59 @@ def load_dataset(config: DataConfig) -> InMemoryDataset:
         mean_image=train_images.astype(np.float64).mean(axis=0).astype(np.float32),
         num_classes=NUM_CLASSES[config.dataset],
     )
+
+
+def check_download_reachable(config: DataConfig, builder=None) -> None:
+    """DatasetUnavailable within seconds if `config.dataset` still has to be downloaded and its
+    host cannot be reached (TFDS's downloader would retry for minutes); else nothing.
+
+    Needs TFDS but not TensorFlow, so the command line calls it before importing TensorFlow.
+    """
+    url = DOWNLOAD_URLS.get(config.dataset)
+    if url is None:
+        return
+    if builder is None:
+        import tensorflow_datasets as tfds
+
+        builder = tfds.builder(TFDS_NAMES[config.dataset], data_dir=config.data_dir or None)
+    problem = None if builder.is_prepared() else unreachable(url)
+    if problem:
+        where = config.data_dir or "~/tensorflow_datasets"
+        raise DatasetUnavailable(_cannot_download(config.dataset, where, problem))
+
+
+def _cannot_download(dataset: str, where: str, reason: str) -> str:
+    return (f"could not download or prepare {dataset} into {where} ({reason}); check the network, "
+            f"or copy a prepared TFDS folder there and pass --data-dir")
+
+
+def unreachable(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """None if a TCP connection to the host of `url` (or to the proxy set for it) opens within
+    `timeout_s`, else why not, e.g. "cannot reach www.cs.toronto.edu:443".
+
+    Name resolution has no timeout of its own, so the probe runs in a thread that is abandoned
+    when the time is up.
+    """
+    parts = urllib.parse.urlsplit(url)
+    target = parts
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        target = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    host = target.hostname or ""
+    port = target.port or (443 if target.scheme == "https" else 80)
+    outcome: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+            outcome.append(None)
+        except OSError as error:
+            outcome.append(f"cannot reach {host}:{port}: {error.strerror or type(error).__name__}")
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return outcome[0] if outcome else f"cannot reach {host}:{port}: no answer in {timeout_s:.0f} s"
 
 
 def epoch_permutation(seed: int, epoch: int, size: int) -> np.ndarray:

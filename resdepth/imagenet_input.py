@@ -21,6 +21,11 @@ Randomness is stateless, keyed by (seed, epoch, position in the epoch), so a run
 function of its seed alone, whatever the thread count, and resuming at a step gives the same batch
 as running through to it.
 
+The plateau schedule's held-out slice (`holdout_splits`): the last N examples of TFDS's train
+split, which never enter training and are tested by the same centre view as the validation set.
+TFDS stores imagenet2012's training examples in an order shuffled by a hash of their file names,
+so the last N are a sample of every class rather than the last classes.
+
 TensorFlow, TFDS and JAX are imported inside functions: importing this module stays cheap.
 """
 
@@ -256,10 +261,18 @@ def examples_per_process(data_config: DataConfig, split: str = "train") -> int:
     return count
 
 
+def holdout_splits(holdout_examples: int) -> tuple[str, str | None]:
+    """(split to train on, held-out split): the train split without and with only its last
+    `holdout_examples` examples; ("train", None) for 0 (nothing held out)."""
+    if holdout_examples <= 0:
+        return "train", None
+    return f"train[:-{holdout_examples}]", f"train[-{holdout_examples}:]"
+
+
 def train_batches(data_config: DataConfig, batch_size_per_process: int, seed: int,
-                  start_step: int = 0, image_size: int = IMAGE_SIZE
+                  start_step: int = 0, image_size: int = IMAGE_SIZE, split: str = "train"
                   ) -> Iterator[dict[str, np.ndarray]]:
-    """Endless training batches of this process's part of the train split, from `start_step`.
+    """Endless training batches of this process's part of `split`, from `start_step`.
 
     Yields {"images": float32 (B, image_size, image_size, 3) mean-subtracted 0-255 pixels,
             "labels": int32 (B,) in [0, 1000)}, B = batch_size_per_process.
@@ -270,15 +283,14 @@ def train_batches(data_config: DataConfig, batch_size_per_process: int, seed: in
     """
     import tensorflow as tf
 
-    split = _process_split("train")
-    steps_per_epoch = examples_per_process(data_config) // batch_size_per_process
+    steps_per_epoch = examples_per_process(data_config, split) // batch_size_per_process
     if steps_per_epoch == 0:
         raise DatasetUnavailable(
             f"batch of {batch_size_per_process} per process exceeds the examples per process")
     start_epoch, start_batch = divmod(start_step, steps_per_epoch)
     for epoch in itertools.count(start_epoch):
         epoch_seed = _epoch_seed(seed, epoch)
-        dataset = _epoch_examples(data_config, split, epoch_seed).enumerate()
+        dataset = _epoch_examples(data_config, _process_split(split), epoch_seed).enumerate()
         if epoch == start_epoch and start_batch:
             dataset = dataset.skip(start_batch * batch_size_per_process)
         base_key = tf.constant([epoch_seed % 2**31, 0], tf.int64)

@@ -1,28 +1,37 @@
 """The paper's figures redrawn from run directories: Figures 4, 6, 7 and error against depth.
 
-Each figure is written as PNG and SVG, each file atomically (temporary file, then os.replace),
-and each function returns the paths it wrote, or [] when the runs hold nothing to draw.
-Errors are fractions in the runs and percent on the axes. matplotlib is imported only when a
-figure is drawn, so importing this module (and the CLI) stays cheap.
+`build_*` functions return a matplotlib Figure (or None when the runs hold nothing to draw) so
+it can be inspected; the others write it as PNG and SVG, each file atomically (temporary file,
+then os.replace), and return the paths written, or []. Errors are fractions in the runs and
+percent on the axes; iterations are in units of 10^4, as on the paper's x axes. Runs evaluated
+on held-out training images (`eval_split` "validation") get figures of their own, "-validation"
+in the file name and "validation" in the title, never beside test errors. Panels without a run
+are left out. matplotlib is imported only when a figure is drawn, so importing this module (and
+the CLI) stays cheap.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from resdepth.results import RunRecord, group_runs, load_runs, require_experiments
+from resdepth import run_identity
+from resdepth.results import (TEST, VALIDATION, RunGroup, RunRecord, group_runs, load_runs,
+                              name_variants, require_experiments)
 from resdepth.run_files import write_bytes_atomically
 
 FORMATS = ("png", "svg")
 PNG_DPI = 150
-IMAGENET_TRAIN_IMAGES = 1_281_167  # to turn iterations into epochs where a run logged no epoch
+ITERATIONS_UNIT = 1e4  # x axes: iterations / 10^4, as the paper's
 FIGURE6_ERROR_RANGE = (0.0, 20.0)  # percent, the paper's y axis
 FIGURE4_ERROR_RANGE = (20.0, 60.0)
+DEEP_RESNET = 110  # Figure 6's right panel: ResNet-110 and deeper (when a deeper one was run)
 PANEL_SIZE = (5.0, 3.6)  # inches
 THIN, BOLD = 0.8, 2.0  # line widths: training error thin, test error bold, as in the paper
+HELD_OUT = "validation: 10% of the training set held out"
 
 
 def _new_figure(rows: int, cols: int, panel_size: tuple[float, float] = PANEL_SIZE,
@@ -46,18 +55,30 @@ def save_figure(fig: Any, folder: Path, stem: str) -> list[Path]:
     return paths
 
 
-def _first_seed_runs(runs: Iterable[RunRecord]) -> list[RunRecord]:
-    """One run per net: the lowest seed, so curves are real runs and not averages of them."""
-    return [group.runs[0] for group in group_runs(runs)]
+def _title(runs: Iterable[RunRecord], what: str) -> str:
+    """"demo on digits: Figure 6\n..." — the experiment(s) and data set(s) the runs come from."""
+    runs = list(runs)
+    experiments = ", ".join(sorted({run.experiment for run in runs}))
+    datasets = ", ".join(sorted({run.dataset for run in runs}))
+    return f"{experiments} on {datasets}: {what}"
 
 
-def _depth_colours(runs: Sequence[RunRecord]) -> dict[int, Any]:
-    """One colour per depth, the same in every panel of a figure."""
+def _save_by_split(build: Any, runs: Sequence[RunRecord], folder: Path, stem: str) -> list[Path]:
+    """Draws the test runs into `stem`, the validation runs into `stem`-validation."""
+    paths = []
+    for split, suffix in ((TEST, ""), (VALIDATION, "-validation")):
+        fig = build(runs, split)
+        if fig is not None:
+            paths += save_figure(fig, Path(folder), stem + suffix)
+    return paths
+
+
+def _colours(keys: Iterable[Any]) -> dict[Any, Any]:
+    """One colour per key (a depth, or a depth and variant), the same in every panel."""
     import matplotlib
 
     palette = matplotlib.colormaps["tab10"].colors
-    depths = sorted({run.depth for run in runs})
-    return {depth: palette[index % len(palette)] for index, depth in enumerate(depths)}
+    return {key: palette[index % len(palette)] for index, key in enumerate(sorted(set(keys)))}
 
 
 def _error_limits(paper_range: tuple[float, float], finals_percent: Iterable[float | None]
@@ -74,103 +95,175 @@ def _error_limits(paper_range: tuple[float, float], finals_percent: Iterable[flo
             max(high, min(100.0, 10.0 * (max(finals) // 10 + 1))))
 
 
-def _percent(value: float | None) -> float | None:
-    return None if value is None else 100.0 * value
+def _label_off_axis_ends(ax: Any, ends: list[tuple[float, float, str, Any]],
+                         low: float, high: float) -> None:
+    """Names each curve that ends outside (low, high) at its right end, stacked at the edge."""
+    above = [end for end in ends if end[1] > high]
+    below = [end for end in ends if end[1] < low]
+    for edge, sign, group in ((high, -1, above), (low, 1, below)):
+        for index, (x, _, text, colour) in enumerate(group):
+            ax.annotate(text, xy=(x, edge), xytext=(-2, sign * (2 + 9 * index)),
+                        textcoords="offset points", ha="right",
+                        va="top" if sign < 0 else "bottom", fontsize="x-small", color=colour,
+                        bbox={"boxstyle": "square,pad=0.1", "facecolor": "white",
+                              "edgecolor": "none", "alpha": 0.8})
 
 
-def _curve_panels(runs: Sequence[RunRecord], folder: Path, stem: str, x_label: str,
-                  x_of: Any, paper_range: tuple[float, float], title: str) -> list[Path]:
-    """Plain nets left, residual nets right: training error thin dashed, test error bold."""
-    runs = [run for run in _first_seed_runs(runs) if run.train or run.evals]
-    if not runs:
-        return []
-    colours = _depth_colours(runs)
-    fig, axes = _new_figure(1, 2, sharey=True)
-    for ax, arch, heading in zip(axes[0], ("plain", "residual"), ("plain", "ResNet")):
-        for run in (r for r in runs if r.arch == arch):
-            colour = colours[run.depth]
-            if run.train:
-                ax.plot([x_of(run, p) for p in run.train], [100 * p.error for p in run.train],
-                        color=colour, linewidth=THIN, linestyle="--")
+def _curve_figure(panels: list[tuple[str, list[RunGroup]]], paper_range: tuple[float, float],
+                  split: str, title: str) -> Any:
+    """Panels of training (thin dashed) and test or validation (bold) error (%) against
+    iterations (10^4), one curve pair per net: its lowest seed, a real run and not an average.
+
+    Values outside the y range are drawn at its edge, and a curve that ends there is labelled
+    with its final value. Panels without a curve are left out; None if none has one.
+    """
+    panels = [(heading, [g for g in groups if g.runs[0].train or g.runs[0].evals])
+              for heading, groups in panels]
+    panels = [(heading, groups) for heading, groups in panels if groups]
+    if not panels:
+        return None
+    shown = {id(group): group for _, groups in panels for group in groups}.values()
+    colours = _colours((group.depth, group.variant or "") for group in shown)
+    low, high = _error_limits(paper_range, [
+        None if g.runs[0].final_test_error is None else 100 * g.runs[0].final_test_error
+        for g in shown])
+    evaluated = "test" if split == TEST else "val."
+    fig, axes = _new_figure(1, len(panels), sharey=True)
+    for ax, (heading, groups) in zip(axes[0], panels):
+        ends = []
+        for group in groups:
+            run, colour = group.runs[0], colours[(group.depth, group.variant or "")]
             # A diverged or unfinished run keeps its curves, and says so in the legend.
-            label = run.label if run.completed else f"{run.label} ({run.status})"
-            if run.evals:
-                ax.plot([x_of(run, p) for p in run.evals], [100 * p.error for p in run.evals],
-                        color=colour, linewidth=BOLD, label=label)
+            label = group.label if run.completed else f"{group.label} ({run.status})"
+            label += "" if split == TEST else ", val. error"
+            for points, kind, width, style in ((run.train, "train", THIN, "--"),
+                                               (run.evals, evaluated, BOLD, "-")):
+                if not points:
+                    continue
+                xs = [p.step / ITERATIONS_UNIT for p in points]
+                ys = [100 * p.error for p in points]
+                ax.plot(xs, [min(max(y, low), high) for y in ys], color=colour, linewidth=width,
+                        linestyle=style, label=None if kind == "train" else label)
+                ends.append((xs[-1], ys[-1], f"{group.label} {kind} {ys[-1]:.1f}%", colour))
+        _label_off_axis_ends(ax, ends, low, high)
         ax.set_title(heading)
-        ax.set_xlabel(x_label)
+        ax.set_xlabel("iter. (1e4)")
         ax.set_xlim(left=0)
-        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 3))
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="upper right", fontsize="small")
+            ax.legend(loc="best", fontsize="small")  # "best" also avoids the end labels
     axes[0][0].set_ylabel("error (%)")
-    finals = [_percent(run.final_test_error) for run in runs]
-    axes[0][0].set_ylim(*_error_limits(paper_range, finals))
+    axes[0][0].set_ylim(low, high)
     fig.suptitle(title, fontsize="medium")
-    return save_figure(fig, folder, stem)
+    return fig
+
+
+def _of_split(runs: Iterable[RunRecord], split: str, family: str) -> list[RunGroup]:
+    return group_runs(run for run in runs if run.eval_split == split and run.family == family)
+
+
+def _curves_caption(split: str) -> str:
+    return ("training (dashed) and test (bold) error" if split == TEST
+            else f"training (dashed) and validation (bold) error\n({HELD_OUT})")
+
+
+def build_figure6(runs: Sequence[RunRecord], split: str = TEST) -> Any:
+    """Figure 6 of the CIFAR-family runs evaluated on `split`, or None without any.
+
+    Plain nets left, ResNets up to 110 layers middle, ResNet-110 and deeper right (only when a
+    ResNet deeper than 110 was run); y from 0 to 20% as the paper's (wider only if no run ends
+    below 20%), x in 10^4 iterations.
+    """
+    groups = _of_split(runs, split, "cifar")
+    plain = [g for g in groups if g.arch == "plain"]
+    residual = [g for g in groups if g.arch == "residual"]
+    panels = [("plain", plain)]
+    if any(g.depth > DEEP_RESNET for g in residual):
+        panels += [("ResNet", [g for g in residual if g.depth <= DEEP_RESNET]),
+                   (f"ResNet-{DEEP_RESNET} and deeper",
+                    [g for g in residual if g.depth >= DEEP_RESNET])]
+    else:
+        panels.append(("ResNet", residual))
+    shown = [run for run in runs if run.eval_split == split and run.family == "cifar"]
+    return _curve_figure(panels, FIGURE6_ERROR_RANGE, split,
+                         _title(shown, f"Figure 6\n{_curves_caption(split)}"))
 
 
 def figure6(runs: Sequence[RunRecord], folder: Path) -> list[Path]:
-    """Figure 6: CIFAR-family training (thin dashed) and test (bold) error (%) against iterations.
+    """Writes folder/figure6.{png,svg} (and figure6-validation.* for validation runs)."""
+    return _save_by_split(build_figure6, runs, folder, "figure6")
 
-    Plain nets left, residual nets right, one colour per depth, y from 0 to 20% as in the paper
-    (wider only if no run ends below 20%). Where a net has several seeds, the lowest seed's
-    curves are drawn (a real run, not an average). Writes folder/figure6.{png,svg}.
+
+def build_figure4(runs: Sequence[RunRecord], split: str = TEST) -> Any:
+    """Figure 4 of the ImageNet runs evaluated on `split`, or None without any.
+
+    Plain nets left, ResNets right (18 against 34 layers in the paper), y from 20 to 60%,
+    x in 10^4 iterations. "test" here is ImageNet's validation set, as in the paper.
     """
-    cifar = [run for run in runs if run.family == "cifar"]
-    return _curve_panels(cifar, Path(folder), "figure6", "iter.", lambda run, p: p.step,
-                         FIGURE6_ERROR_RANGE, "dashed: training error, bold: test error")
-
-
-def _epoch(run: RunRecord, point: Any) -> float:
-    if point.epoch is not None:
-        return point.epoch
-    batch = run.config.get("optim", {}).get("batch_size", 256)
-    return point.step * batch / IMAGENET_TRAIN_IMAGES
+    groups = _of_split(runs, split, "imagenet")
+    panels = [("plain", [g for g in groups if g.arch == "plain"]),
+              ("ResNet", [g for g in groups if g.arch == "residual"])]
+    shown = [run for run in runs if run.eval_split == split and run.family == "imagenet"]
+    caption = ("training (dashed) and validation-set (bold) error" if split == TEST
+               else f"training (dashed) and held-out (bold) error\n({HELD_OUT})")
+    return _curve_figure(panels, FIGURE4_ERROR_RANGE, split,
+                         _title(shown, f"Figure 4\n{caption}"))
 
 
 def figure4(runs: Sequence[RunRecord], folder: Path) -> list[Path]:
-    """Figure 4: ImageNet training (thin dashed) and validation (bold) error (%) against epochs.
+    """Writes folder/figure4.{png,svg} (and figure4-validation.* for held-out runs)."""
+    return _save_by_split(build_figure4, runs, folder, "figure4")
 
-    Plain nets left, residual nets right (18 against 34 layers in the paper); lowest seed per
-    net. Writes folder/figure4.{png,svg}.
+
+def _depth_free_recipe(group: RunGroup) -> str | None:
+    """The recipe without the depth: the nets one line of the degradation plot may join."""
+    config = copy.deepcopy(group.runs[0].config)
+    if not config:
+        return None
+    config.get("model", {}).pop("depth", None)
+    return run_identity.recipe_fingerprint(config)
+
+
+def build_degradation(runs: Sequence[RunRecord], split: str = TEST) -> Any:
+    """Final training error (left) and test or validation error (right), %, against depth.
+
+    One line per (data set, plain or shortcut option, recipe but for the depth): plain dashed,
+    residual solid; points are the mean over completed seeds, error bars the sample std (ddof=1)
+    where a net has several. None when no run of `split` completed.
     """
-    imagenet = [run for run in runs if run.family == "imagenet"]
-    return _curve_panels(imagenet, Path(folder), "figure4", "epochs", _epoch,
-                         FIGURE4_ERROR_RANGE, "dashed: training error, bold: validation error")
-
-
-def degradation_plot(runs: Sequence[RunRecord], folder: Path) -> list[Path]:
-    """Final training error (left) and test error (right), percent, against depth.
-
-    One line for plain nets (dashed) and one per residual shortcut option (solid); points are the
-    mean over completed seeds, error bars the sample std (ddof=1) where a net has several.
-    Writes folder/degradation.{png,svg}.
-    """
-    groups = [group for group in group_runs(runs) if group.completed]
+    groups = [group for group in group_runs(runs)
+              if group.completed and group.eval_split == split]
     if not groups:
-        return []
+        return None
     datasets = {group.dataset for group in groups}
-    lines: dict[tuple[str, str, str | None], list[Any]] = {}
+    lines: dict[tuple, list[RunGroup]] = {}
     for group in groups:
-        lines.setdefault((group.dataset, group.arch, group.shortcut), []).append(group)
-    fig, axes = _new_figure(1, 2, sharey=False)
-    panels = (("final_train_error", "training error"), ("final_test_error", "test error"))
+        key = (group.dataset, group.arch, group.shortcut or "", _depth_free_recipe(group) or "")
+        lines.setdefault(key, []).append(group)
+    names = {}
+    for kind in {key[:3] for key in lines}:
+        keys = [key for key in lines if key[:3] == kind]
+        names.update(zip(keys, name_variants(
+            [[run for group in lines[key] for run in group.runs] for key in keys])))
+    evaluated = "test" if split == TEST else "validation"
+    panels = [(field, heading) for field, heading in (
+        ("final_train_error", "training error"), ("final_test_error", f"{evaluated} error"))
+        if any(group.stat(field) for group in groups)]
+    fig, axes = _new_figure(1, len(panels), sharey=False)
+    depths = sorted({group.depth for group in groups})
     for ax, (field, heading) in zip(axes[0], panels):
-        for (dataset, arch, shortcut), members in lines.items():
-            stats = [(group.depth, group.stat(field)) for group in members]
-            stats = [(depth, stat) for depth, stat in stats if stat is not None]
+        for key, members in lines.items():
+            dataset, arch, shortcut, _ = key
+            stats = [(g.depth, g.stat(field)) for g in members if g.stat(field) is not None]
             if not stats:
                 continue
             label = "plain" if arch == "plain" else f"ResNet ({shortcut})" if shortcut else "ResNet"
-            if len(datasets) > 1:
-                label = f"{label}, {dataset}"
+            label += f", {dataset}" if len(datasets) > 1 else ""
+            label += f", {names[key]}" if names[key] else ""
             ax.errorbar([d for d, _ in stats], [100 * s.mean for _, s in stats],
                         yerr=[100 * (s.std or 0.0) for _, s in stats], capsize=3,
                         marker="o" if arch == "plain" else "s",
                         linestyle="--" if arch == "plain" else "-", label=label)
-        depths = sorted({group.depth for group in groups})
         if depths[-1] > 10 * depths[0]:  # 20 ... 1202 layers: a log axis keeps 20-110 apart
             ax.set_xscale("log")
         ax.set_xticks(depths, [str(d) for d in depths])
@@ -182,42 +275,61 @@ def degradation_plot(runs: Sequence[RunRecord], folder: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
-    fig.suptitle("mean ± std over seeds", fontsize="medium")
-    return save_figure(fig, Path(folder), "degradation")
+    what = "final error against depth\nmean ± std over seeds"
+    if split != TEST:
+        what += f"\n({HELD_OUT})"
+    fig.suptitle(_title((run for g in groups for run in g.runs), what), fontsize="medium")
+    return fig
 
 
-def figure7(runs: Sequence[RunRecord], folder: Path) -> list[Path]:
-    """Figure 7: std of each 3x3 layer's response (after BN, before ReLU/addition).
+def degradation_plot(runs: Sequence[RunRecord], folder: Path) -> list[Path]:
+    """Writes folder/degradation.{png,svg} (and degradation-validation.* for validation runs)."""
+    return _save_by_split(build_degradation, runs, folder, "degradation")
+
+
+def build_figure7(runs: Sequence[RunRecord]) -> Any:
+    """Figure 7: std of each 3x3 layer's response (after BN, before ReLU/addition), y from 0.
 
     Top: layers in network order; bottom: sorted by magnitude, largest first. One line per run
-    that has layer_responses.json: plain nets dashed, residual nets solid, one colour per depth.
-    Returns [] when no run has responses. Writes folder/figure7.{png,svg}.
+    that has layer_responses.json: plain nets dashed, residual nets solid. Responses of runs
+    trained with a held-out split were measured on those held-out images, and say so.
+    None when no run has responses.
     """
-    runs = [run for run in runs if run.layer_response_std]
-    if not runs:
-        return []
-    runs = sorted(runs, key=lambda run: (run.arch != "plain", run.depth, run.seed))
-    colours = _depth_colours(runs)
-    seeds_per_net: dict[str, int] = {}
-    for run in runs:
-        seeds_per_net[run.label] = seeds_per_net.get(run.label, 0) + 1
+    groups = [group for group in group_runs(runs)
+              if any(run.layer_response_std for run in group.runs)]
+    if not groups:
+        return None
+    colours = _colours((group.depth, group.variant or "", group.eval_split) for group in groups)
     fig, axes = _new_figure(2, 1, panel_size=(8.0, 3.2))  # wide, as the paper's
     top, bottom = axes[0][0], axes[1][0]
-    for run in runs:
-        std = run.layer_response_std
-        label = run.label + (f" (seed {run.seed})" if seeds_per_net[run.label] > 1 else "")
-        style = {"color": colours[run.depth], "linewidth": 1.2,
-                 "linestyle": "--" if run.arch == "plain" else "-"}
-        layers = range(1, len(std) + 1)
-        top.plot(layers, std, label=label, **style)
-        bottom.plot(layers, sorted(std, reverse=True), **style)
+    for group in sorted(groups, key=lambda g: (g.arch != "plain", g.depth, g.eval_split)):
+        drawn = [run for run in group.runs if run.layer_response_std]
+        for run in drawn:
+            std = run.layer_response_std
+            label = group.label + (f" (seed {run.seed})" if len(drawn) > 1 else "")
+            label += " (val. images)" if group.eval_split != TEST else ""
+            style = {"color": colours[(group.depth, group.variant or "", group.eval_split)],
+                     "linewidth": 1.2, "linestyle": "--" if group.arch == "plain" else "-"}
+            layers = range(1, len(std) + 1)
+            top.plot(layers, std, label=label, **style)
+            bottom.plot(layers, sorted(std, reverse=True), **style)
     top.set_xlabel("layer index (original)")
     bottom.set_xlabel("layer index (sorted by magnitude)")
     for ax in (top, bottom):
         ax.set_ylabel("std")
+        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
     top.legend(fontsize="small", ncols=2)
-    return save_figure(fig, Path(folder), "figure7")
+    shown = [run for group in groups for run in group.runs if run.layer_response_std]
+    fig.suptitle(_title(shown, "Figure 7\nstd of each 3x3 layer's response"),
+                 fontsize="medium")
+    return fig
+
+
+def figure7(runs: Sequence[RunRecord], folder: Path) -> list[Path]:
+    """Writes folder/figure7.{png,svg}; [] when no run has layer responses."""
+    fig = build_figure7(runs)
+    return [] if fig is None else save_figure(fig, Path(folder), "figure7")
 
 
 def plot_experiment(folder: Path) -> list[Path]:

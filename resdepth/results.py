@@ -5,12 +5,22 @@ describes its files. summary.json is the authority on what a run was and how it 
 still in progress has none yet, so config.json, metrics.jsonl and the folder's name stand in.
 
 Errors are fractions in files and in `RunRecord`; the plots and tables show percent.
+A run is evaluated on the test set, or with `data.val_split` on 10% of the training set held out
+("validation"); only runs of one net, one evaluation split and one recipe (the same result-
+changing config but for the seed, `run_identity.recipe_fingerprint`) are averaged together.
 This module never imports JAX: tables and figures are made from these files alone.
+
+Reading never fails on a damaged file: a truncated or malformed summary.json, config.json,
+metrics.jsonl (or analyze's and evaluate's files), or a field of the wrong type, is left out
+with a one-line warning naming the file on the `resdepth.results` logger (the CLI shows it on
+stderr), and the other runs are read as usual.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import math
 import os
 import re
@@ -19,9 +29,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from resdepth import run_identity
 from resdepth.architectures import InvalidChoice
-from resdepth.run_files import (CONFIG_FILE, METRICS_FILE, RESPONSES_FILE, SUMMARY_FILE,
-                                read_json as _read_json, read_jsonl as _read_jsonl)
+from resdepth.run_files import CONFIG_FILE, METRICS_FILE, RESPONSES_FILE, SUMMARY_FILE
 
 TENCROP_FILE = "tencrop.json"
 MULTISCALE_FILE = "multiscale.json"
@@ -29,7 +39,10 @@ COMPLETED = "completed"
 # A run without summary.json is still running if it logged this recently, else it was stopped
 # without a chance to write one (killed, or the machine went away).
 RUNNING_IF_LOGGED_WITHIN_S = 15 * 60
-_RUN_NAME = re.compile(r"^(plain|resnet)-(\d+)(?:-([ABC]))?-seed(\d+)$")
+# "resnet-56-A-seed0", "plain-20-seed3", and either with a tag: "resnet-56-A-seed0-lr0.05".
+_RUN_NAME = re.compile(r"^(plain|resnet)-(\d+)(?:-([ABC]))?-seed(\d+)(?:-([A-Za-z0-9_.-]+))?$")
+TEST, VALIDATION = "test", "validation"  # what a run's "test error" was measured on
+log = logging.getLogger(__name__)
 
 
 class NoRunsFound(InvalidChoice):
@@ -87,6 +100,10 @@ class RunRecord:
     tencrop: TopErrors | None = None
     multiscale: TopErrors | None = None
     config: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+    # TEST; VALIDATION when its "test" errors are on 10% of the training set held out.
+    eval_split: str = TEST
+    tag: str = ""  # run.tag, which names a variant (also the run directory's name suffix)
+    recipe: str | None = None  # run_identity.recipe_fingerprint of the config; None without one
 
     @property
     def completed(self) -> bool:
@@ -111,9 +128,17 @@ class RunRecord:
         return f"ResNet-{self.depth}{suffix}"
 
     @property
-    def group_key(self) -> tuple[str, str, int, str]:
-        """(dataset, arch, depth, shortcut or "") — the runs that differ only in seed."""
-        return (self.dataset, self.arch, self.depth, self.shortcut or "")
+    def net_key(self) -> tuple[str, str, int, str, str]:
+        """(dataset, arch, depth, shortcut or "", eval_split): one net, evaluated one way."""
+        return (self.dataset, self.arch, self.depth, self.shortcut or "", self.eval_split)
+
+    @property
+    def group_key(self) -> tuple[str, str, int, str, str, str]:
+        """net_key + (recipe or ""): the runs that differ only in seed.
+
+        Runs without a config (recipe None) share "" and so one group.
+        """
+        return (*self.net_key, self.recipe or "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,13 +153,20 @@ class Stat:
 
 @dataclasses.dataclass(frozen=True)
 class RunGroup:
-    """The runs of one net (dataset, arch, depth, shortcut) over seeds, sorted by seed."""
+    """The runs of one net and recipe over seeds, sorted by seed.
+
+    `variant` names the recipe where one net was run with several ("lr0.05" from run.tag, or
+    "variant 2"); None where the net has one recipe.
+    """
 
     dataset: str
     arch: str
     depth: int
     shortcut: str | None
     runs: tuple[RunRecord, ...]
+    eval_split: str = TEST
+    recipe: str | None = None
+    variant: str | None = None
 
     @property
     def completed(self) -> tuple[RunRecord, ...]:
@@ -142,7 +174,8 @@ class RunGroup:
 
     @property
     def label(self) -> str:
-        return self.runs[0].label
+        """The net's name, and its variant where it has several: "ResNet-56 (lr0.05)"."""
+        return self.runs[0].label + (f" ({self.variant})" if self.variant else "")
 
     def stat(self, field: str) -> Stat | None:
         """Stat of a RunRecord field (e.g. "final_test_error") over completed runs that have it."""
@@ -164,15 +197,42 @@ def summarize(values: Iterable[float | None]) -> Stat | None:
 
 
 def group_runs(runs: Iterable[RunRecord]) -> list[RunGroup]:
-    """Runs grouped over seeds, ordered by dataset, plain before residual, shortcut, depth."""
-    groups: dict[tuple[str, str, int, str], list[RunRecord]] = {}
+    """Runs grouped over seeds (same net, evaluation split and recipe).
+
+    Ordered by dataset, test before validation, plain before residual, shortcut, depth, variant.
+    """
+    groups: dict[tuple, list[RunRecord]] = {}
     for run in runs:
         groups.setdefault(run.group_key, []).append(run)
+    members = {key: sorted(group, key=lambda run: (run.seed, run.name))
+               for key, group in groups.items()}
+    nets: dict[tuple, list[tuple]] = {}
+    for key in sorted(members, key=lambda k: (members[k][0].seed, members[k][0].name)):
+        nets.setdefault(key[:5], []).append(key)
+    variant: dict[tuple, tuple[int, str | None]] = {}  # key -> (order within its net, name)
+    for keys in nets.values():
+        names = name_variants([members[key] for key in keys])
+        variant.update((key, (index, name)) for index, (key, name) in enumerate(zip(keys, names)))
     arch_order = {"plain": 0, "residual": 1}
-    ordered = sorted(groups, key=lambda k: (k[0], arch_order.get(k[1], 2), k[3], k[2]))
+    ordered = sorted(members, key=lambda k: (k[0], k[4] != TEST, arch_order.get(k[1], 2), k[3],
+                                             k[2], variant[k][0]))
     return [RunGroup(dataset=k[0], arch=k[1], depth=k[2], shortcut=k[3] or None,
-                     runs=tuple(sorted(groups[k], key=lambda run: (run.seed, run.name))))
+                     runs=tuple(members[k]), eval_split=k[4], recipe=k[5] or None,
+                     variant=variant[k][1])
             for k in ordered]
+
+
+def name_variants(variants: Sequence[Sequence[RunRecord]]) -> list[str | None]:
+    """Names for the variants (recipes) of one thing, in order: [None] for a single one.
+
+    A variant whose runs share a tag no other variant has is named by it, else "variant i".
+    """
+    if len(variants) < 2:
+        return [None] * len(variants)
+    tags = [{run.tag for run in runs} for runs in variants]
+    common = [next(iter(t)) if len(t) == 1 else "" for t in tags]
+    return [tag if tag and common.count(tag) == 1 else f"variant {index}"
+            for index, tag in enumerate(common, start=1)]
 
 
 def is_run_dir(path: Path) -> bool:
@@ -211,29 +271,250 @@ def require_experiments(folder: Path) -> list[Path]:
     return experiments
 
 
+def run_dirs_in(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """(the trained runs that `paths` name, the files among `paths` that were passed over).
+
+    Each path is a run directory, or a folder whose runs (at any depth) are taken, so that a
+    shell glob such as `results/table3/*`, which also matches table.md and the figures, works.
+    Only runs with a config.json (what evaluate and analyze rebuild the net from) are taken;
+    each run once, in order. NoRunsFound for a path that does not exist, or when none is found.
+    """
+    runs: dict[Path, None] = {}
+    files = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise NoRunsFound(f"no such folder: {path}")
+        if path.is_file():
+            files.append(path)
+            continue
+        found = [path] if (path / CONFIG_FILE).is_file() else find_run_dirs(path)
+        runs.update((run, None) for run in found if (run / CONFIG_FILE).is_file())
+    if not runs:
+        named = ", ".join(str(p) for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
+        raise NoRunsFound(f"no run directories in {named} (a run directory holds config.json)")
+    return list(runs), files
+
+
 def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
 
 def load_runs(folder: Path) -> list[RunRecord]:
-    """Every run at or below `folder`, read back."""
-    return [load_run(path) for path in find_run_dirs(Path(folder))]
+    """Every run at or below `folder`, read back; a run that cannot be read is left out with a
+    warning."""
+    runs = []
+    for path in find_run_dirs(Path(folder)):
+        try:
+            runs.append(load_run(path))
+        except Exception as error:  # a damaged run must not cost the others their figures
+            log.warning("%s: cannot be read (%s: %s); left out", path, type(error).__name__, error)
+    return runs
 
 
 def load_run(path: Path) -> RunRecord:
     """Reads one run directory; tolerates a run still in progress (no summary.json yet)."""
+    files = read_run_files(path)
+    return build_record(files.path, saved_config=files.config, metrics=files.metrics,
+                        summary=files.summary, layer_responses=files.layer_responses,
+                        tencrop=files.tencrop, multiscale=files.multiscale, status=files.status)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFiles:
+    """The parsed, type-checked files of one run directory; None (or no rows) where a file is
+    missing or unreadable. `status` is "running"/"incomplete" for a run without summary.json."""
+
+    path: Path
+    summary: dict[str, Any] | None
+    config: dict[str, Any] | None
+    metrics: tuple[dict[str, Any], ...]
+    layer_responses: dict[str, Any] | None
+    tencrop: dict[str, Any] | None
+    multiscale: dict[str, Any] | None
+    status: str | None
+    metrics_mtime: float | None  # when metrics.jsonl was last written (seconds since the epoch)
+
+
+def read_run_files(path: Path) -> RunFiles:
+    """Every file of a run directory, with each damaged file or field warned about and left out."""
     path = Path(path)
-    summary = _read_json(path / SUMMARY_FILE)
+    summary = _checked(read_object(path / SUMMARY_FILE), path / SUMMARY_FILE, SUMMARY_FIELDS)
+    config = _checked_config(read_object(path / CONFIG_FILE), path / CONFIG_FILE)
+    metrics = read_metrics(path / METRICS_FILE)
+    try:
+        mtime = (path / METRICS_FILE).stat().st_mtime
+    except OSError:
+        mtime = None
     status = None
     if summary is None:
-        metrics = path / METRICS_FILE
-        logged_at = metrics.stat().st_mtime if metrics.exists() else 0.0
-        status = "running" if time.time() - logged_at < RUNNING_IF_LOGGED_WITHIN_S else "incomplete"
-    return build_record(path, saved_config=_read_json(path / CONFIG_FILE) or {},
-                        metrics=_read_jsonl(path / METRICS_FILE), summary=summary,
-                        layer_responses=_read_json(path / RESPONSES_FILE),
-                        tencrop=_read_json(path / TENCROP_FILE),
-                        multiscale=_read_json(path / MULTISCALE_FILE), status=status)
+        recent = mtime is not None and time.time() - mtime < RUNNING_IF_LOGGED_WITHIN_S
+        status = "running" if recent else "incomplete"
+    return RunFiles(path=path, summary=summary, config=config, metrics=metrics,
+                    layer_responses=_checked_responses(path / RESPONSES_FILE),
+                    tencrop=_checked(read_object(path / TENCROP_FILE), path / TENCROP_FILE, TOP_FIELDS),
+                    multiscale=_checked(read_object(path / MULTISCALE_FILE), path / MULTISCALE_FILE,
+                                        TOP_FIELDS),
+                    status=status, metrics_mtime=mtime)
+
+
+# What each field of the files must be (docs/run-directory.md); others are kept as they are.
+_INT, _NUMBER, _TEXT, _FLAG = "a whole number", "a number", "text", "true or false"
+SUMMARY_FIELDS = {
+    "status": _TEXT, "name": _TEXT, "experiment": _TEXT, "dataset": _TEXT, "arch": _TEXT,
+    "depth": _INT, "shortcut": _TEXT, "seed": _INT, "params": _INT, "steps_done": _INT,
+    "total_steps": _INT, "final_test_error": _NUMBER, "final_test_loss": _NUMBER,
+    "final_train_error": _NUMBER, "final_test_top5_error": _NUMBER, "wall_s": _NUMBER,
+    "warmup_switch_step": _INT, "message": _TEXT, "eval_split": _TEXT}
+CONFIG_FIELDS = {
+    "name": _TEXT, "model.depth": _INT, "model.residual": _FLAG, "model.shortcut": _TEXT,
+    "data.dataset": _TEXT, "data.val_split": _FLAG, "run.seed": _INT, "run.tag": _TEXT,
+    "optim.total_steps": _INT, "optim.batch_size": _INT}
+METRICS_FIELDS = {
+    "type": _TEXT, "step": _INT, "epoch": _NUMBER, "train_error": _NUMBER, "train_loss": _NUMBER,
+    "test_error": _NUMBER, "test_loss": _NUMBER, "test_top5_error": _NUMBER,
+    "images_per_s": _NUMBER, "wall_s": _NUMBER, "learning_rate": _NUMBER}
+TOP_FIELDS = {"top1_error": _NUMBER, "top5_error": _NUMBER}
+_CHOICES = {"arch": ("plain", "residual"), "shortcut": ("A", "B", "C")}
+
+
+def _is(kind: str, value: Any) -> bool:
+    if value is None:
+        return True  # every field may be null (a diverged loss is written as null)
+    if kind == _INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == _NUMBER:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == _FLAG:
+        return isinstance(value, bool)
+    return isinstance(value, str)
+
+
+def _bad_fields(data: dict[str, Any], fields: dict[str, str]) -> list[str]:
+    """'depth is 'x', not a whole number' for each field of `data` of the wrong type."""
+    problems = []
+    for key, kind in fields.items():
+        if key in data and not _is(kind, data[key]):
+            problems.append(f"{key} is {_short(data[key])}, not {kind}")
+        elif key in _CHOICES and data.get(key) is not None and data[key] not in _CHOICES[key]:
+            problems.append(f"{key} is {_short(data[key])}, not one of {', '.join(_CHOICES[key])}")
+    return problems
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def read_object(path: Path) -> dict[str, Any] | None:
+    """A JSON file holding one object, or None: silently when the file is missing, with a
+    warning naming the file when it cannot be read, is not JSON (truncated), or is not an object."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        log.warning("%s: cannot be read (%s); ignored", path, getattr(error, "strerror", None) or error)
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        log.warning("%s: not valid JSON (%s%s); ignored", path, error.msg,
+                    ", truncated?" if error.pos >= len(text.rstrip()) else f" at line {error.lineno}")
+        return None
+    if not isinstance(data, dict):
+        log.warning("%s: holds a JSON %s, not an object; ignored", path, type(data).__name__)
+        return None
+    return data
+
+
+def _checked(data: dict[str, Any] | None, path: Path, fields: dict[str, str]) -> dict[str, Any] | None:
+    """`data` without the fields of the wrong type (one warning naming the file lists them)."""
+    if data is None:
+        return None
+    problems = _bad_fields(data, fields)
+    if not problems:
+        return data
+    log.warning("%s: %s; ignored", path, "; ".join(problems))
+    bad = {problem.split(" is ", 1)[0] for problem in problems}
+    return {key: value for key, value in data.items() if key not in bad}
+
+
+def _checked_config(data: dict[str, Any] | None, path: Path) -> dict[str, Any] | None:
+    """config.json with its sections and the fields resdepth reads type-checked."""
+    if data is None:
+        return None
+    config = data.get("config")
+    if not isinstance(config, dict):
+        log.warning("%s: has no \"config\" object; ignored", path)
+        return None
+    problems, clean = [], {}
+    for key, value in config.items():
+        if key in ("model", "data", "optim", "run", "sweep") and not isinstance(value, dict):
+            problems.append(f"{key} is {_short(value)}, not a section")
+        else:
+            clean[key] = dict(value) if isinstance(value, dict) else value
+    for dotted, kind in CONFIG_FIELDS.items():
+        section, _, key = dotted.rpartition(".")
+        holder = clean.get(section) if section else clean
+        if isinstance(holder, dict) and key in holder and not _is(kind, holder[key]):
+            problems.append(f"{dotted} is {_short(holder.pop(key))}, not {kind}")
+    if problems:
+        log.warning("%s: %s; ignored", path, "; ".join(problems))
+    return {**data, "config": clean}
+
+
+def read_metrics(path: Path) -> tuple[dict[str, Any], ...]:
+    """The well-formed rows of metrics.jsonl (a dict with a "type" and a whole "step").
+
+    A last line without its newline is a row being written (or cut short by a crash, which a
+    resume truncates) and is skipped quietly; any other malformed row is skipped with one
+    warning for the file.
+    """
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return ()
+    except (OSError, UnicodeDecodeError) as error:
+        log.warning("%s: cannot be read (%s); ignored", path, getattr(error, "strerror", None) or error)
+        return ()
+    lines = text.split("\n")
+    rows, bad = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if number < len(lines):  # the last piece has no newline after it: being written
+                bad.append(f"line {number} is not JSON")
+            continue
+        if not isinstance(row, dict) or not isinstance(row.get("type"), str) or not _is(_INT, row.get("step")) \
+                or row.get("step") is None:
+            bad.append(f"line {number} is not a row with a type and a step")
+            continue
+        problems = _bad_fields(row, METRICS_FIELDS)
+        if problems:
+            bad.append(f"line {number}: {problems[0]}")
+            continue
+        rows.append(row)
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        log.warning("%s: skipped %d malformed row%s: %s%s", path, len(bad),
+                    "s" if len(bad) > 1 else "", bad[0], more)
+    return tuple(rows)
+
+
+def _checked_responses(path: Path) -> dict[str, Any] | None:
+    data = read_object(path)
+    if data is None:
+        return None
+    layers = data.get("layers")
+    if not isinstance(layers, list) or not all(
+            isinstance(layer, dict) and _is(_NUMBER, layer.get("std")) and layer.get("std") is not None
+            and _is(_INT, layer.get("index")) for layer in layers):
+        log.warning("%s: \"layers\" is not a list of {\"index\", \"std\"} entries; ignored", path)
+        return None
+    return data
 
 
 def build_record(path: Path, saved_config: dict[str, Any] | None = None,
@@ -258,6 +539,10 @@ def build_record(path: Path, saved_config: dict[str, Any] | None = None,
     depth = summary.get("depth") or model.get("depth") or (int(named[2]) if named else 0)
     shortcut = summary.get("shortcut") or model.get("shortcut") or (named[3] if named else None)
     seed = _first(summary.get("seed"), run_settings.get("seed"), int(named[4]) if named else 0)
+    # Runs from before summary.json named its split say so only in config.json.
+    split = summary.get("eval_split") or (
+        VALIDATION if config.get("data", {}).get("val_split") else TEST)
+    eval_split = TEST if split == TEST else VALIDATION
     train, evals = _metric_points(metrics)
     if summary:
         final_train, final_test = summary.get("final_train_error"), summary.get("final_test_error")
@@ -280,7 +565,9 @@ def build_record(path: Path, saved_config: dict[str, Any] | None = None,
         train=train, evals=evals,
         layer_response_std=_response_std(layer_responses),
         tencrop=_top_errors(tencrop), multiscale=_top_errors(multiscale),
-        config=config)
+        config=config, eval_split=eval_split,
+        tag=run_settings.get("tag") or (named[5] if named and named[5] else ""),
+        recipe=run_identity.recipe_fingerprint(config) if config else None)
 
 
 def _first(*values: Any) -> Any:

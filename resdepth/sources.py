@@ -7,33 +7,44 @@
 
 Both offer `train_step(state, step) -> state` and `evaluate(state) -> dict` for the loop in
 train.py, and both are functions of (seed, step) alone, so runs resume exactly.
+
+With `optim.lr_schedule = "plateau"` both hold out `data.plateau_holdout_examples` training images:
+they never enter training, and each evaluation reports their error as `holdout_error` beside the
+test (ImageNet: validation) error, so that the "divide by 10 when the error plateaus" decision
+never looks at the images the tables report.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 from typing import Any, Iterator
 
 import jax
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from resdepth import step as steps
+from resdepth.architectures import InvalidChoice
 from resdepth.config import ExperimentConfig
 from resdepth.data import NUM_CLASSES, BatchOrder, InMemoryDataset, load_dataset
 
 
-def process_share(array: np.ndarray) -> np.ndarray:
+def process_share(array: np.ndarray, batch_axis: int = 0) -> np.ndarray:
     """This process's contiguous part of a global batch (the mesh orders devices by process)."""
-    per_process = len(array) // jax.process_count()
+    per_process = array.shape[batch_axis] // jax.process_count()
     start = jax.process_index() * per_process
-    return array[start:start + per_process]
+    return np.take(array, np.arange(start, start + per_process), axis=batch_axis)
 
 
-def to_global(array: np.ndarray, sharding) -> jax.Array:
-    """A global array from the same host array on every process (replicated or batch-split)."""
+def to_global(array: np.ndarray, sharding, batch_axis: int = 0) -> jax.Array:
+    """A global array from the same host array on every process (replicated, or split over
+    `data` along `batch_axis`)."""
     if sharding.is_fully_replicated:
         return jax.make_array_from_process_local_data(sharding, array)
-    return jax.make_array_from_process_local_data(sharding, process_share(array), array.shape)
+    return jax.make_array_from_process_local_data(sharding, process_share(array, batch_axis),
+                                                  array.shape)
 
 
 def host_value(array: jax.Array) -> np.ndarray:
@@ -44,15 +55,67 @@ def host_value(array: jax.Array) -> np.ndarray:
     return np.asarray(jax.device_get(array))
 
 
+LR_SCHEDULES = ("steps", "plateau")
+# The held-out images of the device-resident datasets are the last ones of this fixed permutation
+# of the training set: the same images for every seed, so runs of one experiment stay comparable.
+HOLDOUT_ORDER_SEED = 0
+
+
+def plateau_holdout_examples(config: ExperimentConfig) -> int:
+    """How many training images the plateau rule holds out: 0 unless lr_schedule is "plateau"."""
+    schedule = config.optim.lr_schedule
+    if schedule not in LR_SCHEDULES:
+        raise InvalidChoice(f"unknown lr_schedule {schedule!r}; choose {' or '.join(LR_SCHEDULES)}")
+    if schedule != "plateau":
+        return 0
+    count = config.data.plateau_holdout_examples
+    if count < 1:
+        raise InvalidChoice("lr_schedule 'plateau' decides on held-out training images: set "
+                            "data.plateau_holdout_examples to at least 1")
+    return count
+
+
+def split_off_holdout(data: InMemoryDataset, count: int
+                      ) -> tuple[InMemoryDataset, tuple[np.ndarray, np.ndarray]]:
+    """(the dataset without `count` held-out training images, (their images, labels)).
+
+    The held-out images are the last `count` of a fixed permutation of the training images; both
+    parts keep the original order, and the mean image is recomputed from the rest alone.
+    """
+    size = len(data.train_images)
+    if count >= size:
+        raise InvalidChoice(f"data.plateau_holdout_examples = {count} leaves none of the {size} "
+                            f"{data.name} training images to train on; hold out fewer")
+    order = np.random.default_rng(HOLDOUT_ORDER_SEED).permutation(size)
+    keep, held = np.sort(order[:-count]), np.sort(order[-count:])
+    train_images = data.train_images[keep]
+    rest = dataclasses.replace(
+        data, train_images=train_images, train_labels=data.train_labels[keep],
+        mean_image=train_images.astype(np.float64).mean(axis=0).astype(np.float32))
+    return rest, (data.train_images[held], data.train_labels[held])
+
+
 class DeviceResidentSource:
     """CIFAR-10 or digits, held on the devices (see data.py and augment.py)."""
 
-    def __init__(self, config: ExperimentConfig, mesh, data: InMemoryDataset | None = None):
+    packable = True  # several seeds can share one compiled program (see make_train_step)
+
+    def __init__(self, config: ExperimentConfig, mesh, data: InMemoryDataset | None = None,
+                 seeds: list[int] | None = None):
+        """`seeds`: train these seeds packed into one program (a leading seed axis on the state);
+        None: the one seed `config.run.seed`, unpacked."""
         self.config, self.mesh = config, mesh
+        self.packed = seeds is not None
         self.data = data if data is not None else load_dataset(config.data)
+        holdout = plateau_holdout_examples(config)
+        self.holdout: tuple[np.ndarray, np.ndarray] | None = None
+        if holdout:
+            self.data, self.holdout = split_off_holdout(self.data, holdout)
         self.num_classes = self.data.num_classes
         self.in_channels = self.data.train_images.shape[-1]
-        self.order = BatchOrder(config.run.seed, len(self.data.train_images), config.optim.batch_size)
+        self.orders = [BatchOrder(seed, len(self.data.train_images), config.optim.batch_size)
+                       for seed in (seeds if self.packed else [config.run.seed])]
+        self.order = self.orders[0]
 
     def epoch(self, step: int) -> float:
         return self.order.epoch(step)
@@ -62,20 +125,39 @@ class DeviceResidentSource:
         self.device_data = steps.DeviceDataset(
             to_global(self.data.train_images, replicated), to_global(self.data.train_labels, replicated),
             to_global(self.data.mean_image, replicated))
-        self._train_step = steps.make_train_step(self.config, graphdef, self.mesh)
+        self._train_step = steps.make_train_step(self.config, graphdef, self.mesh, self.packed)
         self._eval_step = steps.make_eval_step(graphdef)
         devices = jax.device_count()
         size = min(self.config.run.eval_batch_size, len(self.data.test_images))
         self.eval_batch_size = max(devices, math.ceil(size / devices) * devices)
 
-    def train_step(self, state: steps.TrainState, step: int) -> steps.TrainState:
-        indices = to_global(self.order.indices(step), steps.batch_sharded(self.mesh))
-        return self._train_step(state, self.device_data, indices)
+    def train_steps(self, state: steps.TrainState, step: int, count: int = 1) -> steps.TrainState:
+        """Iterations step .. step + count - 1 in one call: indices (B,), (count, B), and with
+        packed seeds a leading seed axis, sharded over `data` on the batch axis."""
+        def one_seed(order: BatchOrder) -> np.ndarray:
+            if count == 1:
+                return order.indices(step)
+            return np.stack([order.indices(step + offset) for offset in range(count)])
+
+        indices = (np.stack([one_seed(order) for order in self.orders]) if self.packed
+                   else one_seed(self.order))
+        sharding = NamedSharding(self.mesh, PartitionSpec(*[None] * (indices.ndim - 1), steps.DATA_AXIS))
+        return self._train_step(state, self.device_data,
+                                to_global(indices, sharding, batch_axis=indices.ndim - 1))
 
     def evaluate(self, state: steps.TrainState) -> dict[str, float]:
-        """Test loss and error (fraction) over the whole test split, single original view."""
+        """Test loss and error (fraction) over the whole test split, single original view; with
+        the plateau schedule also `holdout_loss` and `holdout_error` of the held-out images."""
+        loss, error = self._loss_and_error(state, self.data.test_images, self.data.test_labels)
+        row = {"test_loss": loss, "test_error": error}
+        if self.holdout is not None:
+            loss, error = self._loss_and_error(state, *self.holdout)
+            row.update(holdout_loss=loss, holdout_error=error)
+        return row
+
+    def _loss_and_error(self, state: steps.TrainState, images: np.ndarray, labels: np.ndarray
+                        ) -> tuple[float, float]:
         totals = np.zeros(3, np.float64)
-        images, labels = self.data.test_images, self.data.test_labels
         sharding = steps.batch_sharded(self.mesh)
         size = self.eval_batch_size
         for start in range(0, len(images), size):
@@ -90,7 +172,7 @@ class DeviceResidentSource:
                                    to_global(batch_labels, sharding), to_global(mask, sharding),
                                    self.device_data.mean_image)
             totals += host_value(sums).astype(np.float64)
-        return {"test_loss": totals[0] / totals[2], "test_error": totals[1] / totals[2]}
+        return totals[0] / totals[2], totals[1] / totals[2]
 
 
 class StreamingSource:
@@ -99,11 +181,17 @@ class StreamingSource:
     def __init__(self, config: ExperimentConfig, mesh):
         from resdepth import imagenet_input
 
+        holdout = plateau_holdout_examples(config)
         imagenet_input.prepare_imagenet(config.data)
         self.config, self.mesh = config, mesh
         self.num_classes, self.in_channels = NUM_CLASSES["imagenet"], 3
         self.per_process = config.optim.batch_size // jax.process_count()
-        self.examples = imagenet_input.examples_per_process(config.data) * jax.process_count()
+        self.train_split, self.holdout_split = imagenet_input.holdout_splits(holdout)
+        self.examples = (imagenet_input.examples_per_process(config.data, self.train_split)
+                         * jax.process_count())
+        if self.examples == 0:
+            raise InvalidChoice(f"data.plateau_holdout_examples = {holdout} leaves no ImageNet "
+                                f"training images to train on; hold out fewer")
 
     def epoch(self, step: int) -> float:
         return step * self.config.optim.batch_size / self.examples
@@ -119,33 +207,59 @@ class StreamingSource:
         self._logits = steps.make_logits_step(graphdef)
         batches = imagenet_input.train_batches(self.config.data, self.per_process,
                                                self.config.run.seed, start_step,
-                                               self.config.data.image_size)
+                                               self.config.data.image_size, self.train_split)
         self._batches: Iterator[Any] = imagenet_input.prefetch_to_device(
             batches, 2, steps.batch_sharded(self.mesh))
 
-    def train_step(self, state: steps.TrainState, step: int) -> steps.TrainState:
-        return self._train_step(state, next(self._batches))
+    packable = False  # one run per program: ImageNet nets are big and batches stream from disk
+
+    def train_steps(self, state: steps.TrainState, step: int, count: int = 1) -> steps.TrainState:
+        """`count` iterations, one call each: the input pipeline, not dispatch, bounds ImageNet."""
+        for _ in range(count):
+            state = self._train_step(state, next(self._batches))
+        return state
 
     def evaluate(self, state: steps.TrainState) -> dict[str, float]:
         """Top-1 and top-5 centre-crop error on the validation split (what most tools report),
-        on its first `run.eval_examples` images (0: all); the paper's 10-crop and multi-scale
-        figures come from `resdepth evaluate`."""
-        import itertools
+        on each process's first `run.eval_examples` images (0: all); with the plateau schedule
+        also `holdout_error` and `holdout_top5_error`, the same test of the held-out training
+        images. The paper's 10-crop and multi-scale figures come from `resdepth evaluate`."""
+        top1, top5 = self._center_errors(state, "validation", self.config.run.eval_examples)
+        row = {"test_loss": None, "test_error": top1, "test_top5_error": top5}
+        if self.holdout_split is not None:
+            top1, top5 = self._center_errors(state, self.holdout_split, 0)
+            row.update(holdout_error=top1, holdout_top5_error=top5)
+        return row
 
+    def _center_errors(self, state: steps.TrainState, split: str, limit: int
+                       ) -> tuple[float, float]:
+        """(top-1, top-5) centre-crop error over every process's part of `split` (its first
+        `limit` images, 0: all), the same on every process: the plateau rule decides on it."""
         from resdepth import imagenet_input, multicrop
 
-        examples = imagenet_input.eval_images(self.config.data)
-        if self.config.run.eval_examples:
-            examples = itertools.islice(examples, self.config.run.eval_examples)
+        examples = imagenet_input.eval_images(self.config.data, split)
+        if limit:
+            examples = itertools.islice(examples, limit)
         result = multicrop.evaluate(lambda images: np.asarray(self._logits(state, images)),
                                     examples, "center")
-        return {"test_loss": None, "test_error": result["top1_error"],
-                "test_top5_error": result["top5_error"]}
+        count = result["count"]
+        totals = np.rint(np.array([result["top1_error"] * count, result["top5_error"] * count,
+                                   count], np.float64))
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            totals = np.asarray(multihost_utils.process_allgather(totals)).sum(axis=0)
+        if totals[2] == 0:
+            return 0.0, 0.0
+        return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
 
-def make_source(config: ExperimentConfig, mesh):
+def make_source(config: ExperimentConfig, mesh, seeds: list[int] | None = None):
+    """The data source of a run; `seeds` packs several seeds into one program (CIFAR-10, digits)."""
     from resdepth.architectures import family_of
 
     if family_of(config.data.dataset) == "imagenet":
+        if seeds is not None:
+            raise InvalidChoice("packed seeds are for the on-device datasets (cifar10, digits)")
         return StreamingSource(config, mesh)
-    return DeviceResidentSource(config, mesh)
+    return DeviceResidentSource(config, mesh, seeds=seeds)

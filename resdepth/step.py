@@ -130,13 +130,15 @@ def init_state(config: ExperimentConfig, model: nnx.Module, mesh: Mesh) -> tuple
 
 
 def replicated_scalar(value, dtype, mesh: Mesh) -> jax.Array:
-    """A new scalar buffer on every device of the mesh."""
+    """A new buffer holding `value` (a scalar, or one per packed seed) on every device."""
     return jax.device_put(np.asarray(value, dtype), replicated(mesh))
 
 
-def fresh_interval_sums(mesh: Mesh) -> dict[str, jax.Array]:
-    """Zeroed interval sums, each its own buffer (a donated state may not alias one twice)."""
-    return {name: replicated_scalar(0, np.float32, mesh)
+def fresh_interval_sums(mesh: Mesh, seeds: int | None = None) -> dict[str, jax.Array]:
+    """Zeroed interval sums, each its own buffer (a donated state may not alias one twice);
+    shape () for one run, (seeds,) for a packed state."""
+    shape = () if seeds is None else (seeds,)
+    return {name: replicated_scalar(np.zeros(shape), np.float32, mesh)
             for name in ("loss_sum", "error_sum", "examples_seen")}
 
 
@@ -154,12 +156,18 @@ class DeviceDataset:
     mean_image: jax.Array
 
 
-def make_train_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh
+def make_train_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh, packed: bool = False
                     ) -> Callable[[TrainState, DeviceDataset, jax.Array], TrainState]:
-    """The jitted SGD iteration for the on-device datasets (CIFAR-10, digits).
+    """The jitted SGD iterations for the on-device datasets (CIFAR-10, digits).
 
-    The step receives the global batch's indices, int32 (B,), sharded over `data`, gathers the
-    images on the devices and augments them there.
+    The step receives the global batches' indices, int32, sharded over `data` on their last
+    axis, gathers the images on the devices and augments them there:
+      (B,)       one iteration;
+      (k, B)     k iterations in one call (`run.steps_per_call`), a scan over iterations;
+      with `packed`, a leading seed axis on the state and the indices, (S, B) or (S, k, B):
+      S seeds of one net trained in one program (`jax.vmap` over the pure step), each with its
+      own parameters, data order and augmentation.
+    One program is compiled per indices shape.
     """
     optimizer = make_optimizer(config)
     augment = config.data.augment
@@ -174,7 +182,75 @@ def make_train_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh
         labels = data.train_labels[indices]
         return apply_gradients(config, graphdef, optimizer, state, images, labels)
 
-    return jax.jit(step, donate_argnums=0)
+    def steps(state: TrainState, data: DeviceDataset, indices: jax.Array) -> TrainState:
+        # Every call is a scan over its iterations, one iteration included (XLA removes a loop
+        # of one trip), so 1 or k iterations per call compute bit-identical results.
+        if indices.ndim == 1:
+            indices = indices[None]
+        body = lambda carry, batch: (step(carry, data, batch), None)  # noqa: E731
+        return jax.lax.scan(body, state, indices)[0]
+
+    if not packed:
+        return jax.jit(steps, donate_argnums=0)
+    if stacks_seeds():
+        return jax.jit(jax.vmap(steps, in_axes=(0, None, 0)), donate_argnums=0)
+
+    def each_seed(states: tuple[TrainState, ...], data: DeviceDataset, indices: jax.Array
+                  ) -> tuple[TrainState, ...]:
+        return tuple(steps(state, data, indices[i]) for i, state in enumerate(states))
+
+    return jax.jit(each_seed, donate_argnums=0)
+
+
+def stacks_seeds() -> bool:
+    """How packed seeds are laid out: stacked on a leading axis and `jax.vmap`ped on GPUs and
+    TPUs, where batching S small nets' convolutions fills the device; on CPU a tuple of S
+    states, S copies of the step in one program, which the cores run as fast and which gives
+    bit-identical results to each seed trained alone (vmap batches the convolutions differently,
+    and training amplifies rounding differences within tens of iterations)."""
+    return jax.default_backend() != "cpu"
+
+
+def pack_states(states: list[TrainState], mesh: Mesh) -> TrainState | tuple[TrainState, ...]:
+    """S single-seed states as one packed state (see `stacks_seeds`)."""
+    return stack_states(states, mesh) if stacks_seeds() else tuple(states)
+
+
+def seed_values(state, field: str) -> list[Any]:
+    """The value of scalar `field` for each seed of a packed (or single) state, on the host."""
+    from resdepth.sources import host_value
+
+    if isinstance(state, tuple):
+        return [host_value(getattr(each, field)).item() for each in state]
+    return np.atleast_1d(host_value(getattr(state, field))).tolist()
+
+
+def replace_per_seed(state, mesh: Mesh, **per_seed: list[Any]):
+    """`state` with scalar fields set per seed, e.g. warmup_active=[True, False]."""
+    if isinstance(state, tuple):
+        return tuple(dataclasses.replace(each, **{
+            name: replicated_scalar(np.asarray(values[i], getattr(each, name).dtype), getattr(each, name).dtype, mesh)
+            for name, values in per_seed.items()}) for i, each in enumerate(state))
+    if state.step.ndim == 0:
+        return dataclasses.replace(state, **{
+            name: replicated_scalar(values[0], getattr(state, name).dtype, mesh)
+            for name, values in per_seed.items()})
+    return dataclasses.replace(state, **{
+        name: replicated_scalar(np.asarray(values), getattr(state, name).dtype, mesh)
+        for name, values in per_seed.items()})
+
+
+def stack_states(states: list[TrainState], mesh: Mesh) -> TrainState:
+    """S single-seed states -> one state with a leading seed axis (S, ...), replicated."""
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+    return jax.device_put(stacked, replicated(mesh))
+
+
+def seed_slice(state, index: int) -> TrainState:
+    """Seed `index`'s single-seed state out of a packed state."""
+    if isinstance(state, tuple):
+        return state[index]
+    return jax.tree.map(lambda leaf: leaf[index], state)
 
 
 def apply_gradients(config: ExperimentConfig, graphdef: Any, optimizer: optax.GradientTransformation,

@@ -2,21 +2,27 @@
 
 Completed runs are skipped, interrupted ones resume from their checkpoint, and a run that
 diverges or fails is recorded and the sweep goes on. `shard(grid, index, count)` splits a grid
-into disjoint parts so several machines (a SLURM array, say) can share one results folder.
+into disjoint parts so several machines (a SLURM array, say) can share one results folder;
+`resolve_shard("auto")` reads the part from the scheduler's environment. Each run is trained
+under its run directory's lock (run_lock.py), so jobs whose parts overlap, or the same command
+started twice, never train one run together: the second skips it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import os
 import threading
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Mapping
 
 from resdepth.architectures import InvalidChoice, family_of, stage_plan
 from resdepth.config import ExperimentConfig
 from resdepth.run_files import SUMMARY_FILE, read_json, run_name, write_json
+from resdepth.run_lock import RunLock, RunLocked, removed_if_left_empty
 
 ARCHS = ("plain", "residual")
 
@@ -29,18 +35,21 @@ class GridPoint:
 
 
 def expand_grid(config: ExperimentConfig) -> list[GridPoint]:
-    """The sweep's runs in a stable order: architecture, then depth, then seed."""
+    """The sweep's runs in a stable order: architecture, then depth, then seed.
+
+    A point named twice (`--depths 20,20`, a seed repeated) is one run, at its first place.
+    """
     sweep = config.sweep
     family = family_of(config.data.dataset)
-    points = []
+    points: dict[GridPoint, None] = {}  # ordered and without repeats
     for arch in sweep.archs:
         if arch not in ARCHS:
             raise InvalidChoice(f"unknown architecture {arch!r}; choose plain or residual")
         for depth in sweep.depths_by_arch.get(arch, sweep.depths):
             stage_plan(family, depth)  # validates the depth for the dataset's family
             seeds = sweep.seeds_for(arch, depth)
-            points.extend(GridPoint(arch, depth, seed) for seed in seeds)
-    return points
+            points.update((GridPoint(arch, depth, seed), None) for seed in seeds)
+    return list(points)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -52,6 +61,71 @@ def parse_shard(text: str) -> tuple[int, int]:
     if count < 1 or not 0 <= index < count:
         raise InvalidChoice(f"--shard I/N needs 0 <= I < N, got {text!r}")
     return index, count
+
+
+# Kubernetes Indexed Jobs give each pod JOB_COMPLETION_INDEX but not the number of pods;
+# set this variable to the Job's `completions` in the pod template (or use --shard auto/N).
+SHARD_COUNT_VARIABLE = "RESDEPTH_SHARD_COUNT"
+
+
+def resolve_shard(text: str, environ: Mapping[str, str] = os.environ) -> tuple[int, int, str]:
+    """(index, count, how they were found) for --shard "I/N", "auto" or "auto/N".
+
+    "auto" reads a SLURM job array (SLURM_ARRAY_TASK_ID, less SLURM_ARRAY_TASK_MIN, divided by
+    SLURM_ARRAY_TASK_STEP, of SLURM_ARRAY_TASK_COUNT tasks) or a Kubernetes Indexed Job
+    (JOB_COMPLETION_INDEX of RESDEPTH_SHARD_COUNT pods). "auto/N" takes N as the count.
+    """
+    if not text.lower().startswith("auto"):
+        index, count = parse_shard(text)
+        return index, count, f"shard {index}/{count}"
+    given = text[4:]
+    if given and not given.startswith("/"):
+        raise InvalidChoice(f"--shard must be I/N, auto or auto/N, got {text!r}")
+    count = None
+    if given:
+        try:
+            count = int(given[1:])
+        except ValueError:
+            raise InvalidChoice(f"--shard auto/N needs a whole number N, got {text!r}") from None
+
+    def number(name: str, default: int | None = None) -> int:
+        value = environ.get(name)
+        if value in (None, "") and default is not None:
+            return default
+        if value in (None, ""):
+            raise InvalidChoice(f"--shard auto: {name} is not set; give --shard auto/N or I/N")
+        try:
+            return int(value)
+        except ValueError:
+            raise InvalidChoice(f"--shard auto: {name}={value!r} is not a whole number") from None
+
+    if environ.get("SLURM_ARRAY_TASK_ID"):
+        task, first = number("SLURM_ARRAY_TASK_ID"), number("SLURM_ARRAY_TASK_MIN", 0)
+        stride = number("SLURM_ARRAY_TASK_STEP", 1) or 1
+        if count is None:
+            count = number("SLURM_ARRAY_TASK_COUNT")
+        if (task - first) % stride:
+            raise InvalidChoice(f"--shard auto: SLURM array task {task} is not on the array's "
+                                f"steps (min {first}, step {stride}); give --shard I/N")
+        index = (task - first) // stride
+        source = f"SLURM_ARRAY_TASK_ID={task}" + (f" - SLURM_ARRAY_TASK_MIN={first}" if first else "")
+        source += f" of {'SLURM_ARRAY_TASK_COUNT=' if not given else ''}{count}"
+    elif environ.get("JOB_COMPLETION_INDEX"):
+        index = number("JOB_COMPLETION_INDEX")
+        if count is None:
+            if not environ.get(SHARD_COUNT_VARIABLE):
+                raise InvalidChoice(f"--shard auto: JOB_COMPLETION_INDEX is set but not the number "
+                                    f"of jobs; give --shard auto/N or set {SHARD_COUNT_VARIABLE} "
+                                    f"to the Job's completions")
+            count = number(SHARD_COUNT_VARIABLE)
+        source = f"JOB_COMPLETION_INDEX={index} of {SHARD_COUNT_VARIABLE + '=' if not given else ''}{count}"
+    else:
+        raise InvalidChoice("--shard auto needs SLURM_ARRAY_TASK_ID (a SLURM job array) or "
+                            "JOB_COMPLETION_INDEX (a Kubernetes Indexed Job); elsewhere give --shard I/N")
+    if count < 1 or not 0 <= index < count:
+        raise InvalidChoice(f"--shard auto found part {index} of {count} ({source}); "
+                            "it needs 0 <= part < count: give --shard I/N")
+    return index, count, f"shard {index}/{count} from {source}"
 
 
 def shard(points: list[GridPoint], index: int, count: int) -> list[GridPoint]:
@@ -71,13 +145,92 @@ def run_dir_for(out: Path, config: ExperimentConfig) -> Path:
     return out / config.name / run_name(config)
 
 
+@contextlib.contextmanager
+def claim_runs(run_dirs: list[Path]) -> Iterator[tuple[list[Path], list[RunLocked]]]:
+    """Holds the locks (run_lock.py) of those of `run_dirs` no other process holds while the
+    block runs; yields (the run directories claimed, RunLocked for each of the others).
+
+    In a multi-process run (jax.distributed) only process 0 takes the locks, the process that
+    writes the run files, and tells the others which it got: all processes train the same runs.
+    A packed session (several seeds in one program) claims its seeds' runs together.
+    """
+    from resdepth.train import maybe_initialize_distributed
+
+    maybe_initialize_distributed()
+    import jax
+
+    locks = [RunLock(run_dir) for run_dir in run_dirs]
+    refused: dict[int, RunLocked] = {}
+    failure: Exception | None = None
+    if jax.process_index() == 0:
+        for index, lock in enumerate(locks):
+            try:
+                lock.acquire()
+            except RunLocked as locked:
+                refused[index] = locked
+            except Exception as error:  # every process must hear of it, or the others hang
+                failure = error
+                break
+    try:
+        if jax.process_count() > 1:
+            import numpy as np
+            from jax.experimental import multihost_utils
+
+            answer = np.array([failure is not None] + [i not in refused for i in range(len(locks))],
+                              np.int32)
+            answer = np.asarray(multihost_utils.broadcast_one_to_all(answer))
+            if answer[0] and failure is None:
+                raise RunLocked(run_dirs[0], None)  # process 0 could not lock; it says why
+            refused = {i: refused.get(i) or RunLocked(run_dirs[i], None)
+                       for i in range(len(locks)) if not answer[i + 1]}
+        if failure is not None:
+            raise failure
+        yield ([run_dir for i, run_dir in enumerate(run_dirs) if i not in refused],
+               [refused[i] for i in sorted(refused)])
+    finally:
+        for lock in locks:
+            lock.release()  # nothing for a lock not held
+
+
+@contextlib.contextmanager
+def claim_run(run_dir: Path) -> Iterator[None]:
+    """Holds `run_dir`'s lock while the block runs, or raises RunLocked naming its holder."""
+    with claim_runs([run_dir]) as (_, refused):
+        if refused:
+            raise refused[0]
+        yield
+
+
+def _writes_files() -> bool:
+    import jax
+
+    return jax.process_index() == 0
+
+
+def _record_failure(config: ExperimentConfig, point: GridPoint, run_dir: Path,
+                    error: Exception) -> dict[str, Any]:
+    """The summary of a run that crashed, also written to its summary.json (by process 0)."""
+    summary = {"name": run_dir.name, "experiment": config.name, "status": "failed",
+               "arch": point.arch, "depth": point.depth, "seed": point.seed,
+               "dataset": config.data.dataset, "shortcut": config.model.shortcut,
+               "message": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
+    if _writes_files():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        previous = read_json(run_dir / SUMMARY_FILE)
+        previous = previous if isinstance(previous, dict) else {}
+        write_json(run_dir / SUMMARY_FILE, {**previous, **summary})
+    return summary
+
+
 def run_sweep(base: ExperimentConfig, points: list[GridPoint], out: Path,
               on_run: Callable[[GridPoint, ExperimentConfig, Path], Callable[[Any], None]],
-              stop: threading.Event) -> list[dict[str, Any]]:
+              stop: threading.Event,
+              on_note: Callable[[str], None] = lambda message: None) -> list[dict[str, Any]]:
     """Runs `points` in order; returns one summary per run attempted (or skipped as done).
 
-    `on_run(point, config, run_dir)` returns the event sink for that run. The sweep stops after
-    an interrupted run (Ctrl-C), so running it again resumes exactly there.
+    `on_run(point, config, run_dir)` returns the event sink for that run. A run another
+    process holds (its lock) is passed over with status "locked" and a one-line `on_note`.
+    The sweep stops after an interrupted run (Ctrl-C), so running it again resumes exactly there.
     """
     from resdepth.train import train_and_evaluate
 
@@ -86,18 +239,19 @@ def run_sweep(base: ExperimentConfig, points: list[GridPoint], out: Path,
         config = point_config(base, point)
         run_dir = run_dir_for(out, config)
         try:
-            summary = train_and_evaluate(config, run_dir, on_run(point, config, run_dir), stop)
-        except InvalidChoice:
-            raise  # a user error (no dataset, unwritable folder) stops the whole sweep
-        except Exception as error:  # a bug or crash in one run must not cost the others
-            summary = {"name": run_dir.name, "experiment": config.name, "status": "failed",
+            with removed_if_left_empty(run_dir, below=out), claim_run(run_dir):
+                try:
+                    summary = train_and_evaluate(config, run_dir, on_run(point, config, run_dir), stop)
+                except InvalidChoice:
+                    raise  # a user error (no dataset, unwritable folder) stops the whole sweep
+                except Exception as error:  # a bug or crash in one run must not cost the others
+                    summary = _record_failure(config, point, run_dir, error)
+        except RunLocked as locked:
+            who = locked.holder.describe() if locked.holder else "another process"
+            summary = {"name": run_dir.name, "experiment": config.name, "status": "locked",
                        "arch": point.arch, "depth": point.depth, "seed": point.seed,
-                       "dataset": config.data.dataset, "shortcut": config.model.shortcut,
-                       "message": f"{type(error).__name__}: {error}",
-                       "traceback": traceback.format_exc()}
-            run_dir.mkdir(parents=True, exist_ok=True)
-            previous = read_json(run_dir / SUMMARY_FILE) or {}
-            write_json(run_dir / SUMMARY_FILE, {**previous, **summary})
+                       "message": f"being trained by {who}"}
+            on_note(f"{run_dir.name}: skipped, {summary['message']}")
         summaries.append(summary)
         if summary.get("status") == "interrupted" or stop.is_set():
             break
@@ -129,5 +283,12 @@ def dry_run_rows(base: ExperimentConfig, points: list[GridPoint], out: Path) -> 
         rows.append({"name": run_name(config), "arch": point.arch, "depth": point.depth,
                      "seed": point.seed, "params": params, "multiply_adds": macs,
                      "train_pflop": 6 * macs * images / 1e15,
-                     "done": (read_json(run_dir_for(out, config) / SUMMARY_FILE) or {}).get("status")})
+                     "done": _saved_status(run_dir_for(out, config))})
     return rows
+
+
+def _saved_status(run_dir: Path) -> str | None:
+    """The status in a run's summary.json; None without a readable one."""
+    summary = read_json(run_dir / SUMMARY_FILE)
+    status = summary.get("status") if isinstance(summary, dict) else None
+    return status if isinstance(status, str) else None

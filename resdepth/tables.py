@@ -4,16 +4,20 @@ A `Table` holds display-ready text cells keyed by column name, so the CLI (Rich)
 (markdown) show the same thing. Errors are percent with 2 decimals; "a ± b" is the mean and
 sample standard deviation (ddof=1) over the completed seeds. Runs that did not complete show
 their status ("diverged", "running", ...) in place of errors and are left out of every mean.
+Only runs of one recipe are averaged: a net run with several recipes gets a row per recipe,
+named in a "variant" column, with a note on the settings they differ in. Runs evaluated on
+held-out training images ("validation") get a table of their own, without the paper's test errors.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from resdepth import paper_figures
-from resdepth.results import (RunGroup, RunRecord, Stat, group_runs, load_runs,
+from resdepth import paper_figures, run_identity
+from resdepth.results import (TEST, VALIDATION, RunGroup, RunRecord, Stat, group_runs, load_runs,
                               require_experiments, summarize)
 from resdepth.run_files import write_bytes_atomically
 
@@ -81,6 +85,40 @@ def _group_cell(group: RunGroup, text: Callable[[RunGroup], str]) -> str:
     return text(group) if group.completed else _status_text(group)
 
 
+def _variant_column(groups: Sequence[RunGroup]) -> tuple[str, ...]:
+    """("variant",) where some net has several recipes, else ()."""
+    return ("variant",) if any(group.variant for group in groups) else ()
+
+
+def _setting_text(value: object) -> str:
+    return MISSING if value is None else json.dumps(value)
+
+
+def variant_notes(groups: Sequence[RunGroup]) -> list[str]:
+    """For each net run with several recipes: the result-changing settings they differ in."""
+    nets: dict[tuple, list[RunGroup]] = {}
+    for group in groups:
+        if group.variant:
+            nets.setdefault(group.runs[0].net_key, []).append(group)
+    notes = []
+    for members in nets.values():
+        names = " / ".join(group.variant or "" for group in members)
+        configs = [group.runs[0].config for group in members]
+        with_config = [config for config in configs if config]
+        keys = sorted({key for config in with_config[1:]
+                       for key in run_identity.differing_keys(with_config[0], config)}
+                      - {run_identity.SEED_KEY})
+        settings = [run_identity.result_settings(config) for config in configs]
+        details = [f"{key} ({' / '.join(_setting_text(s.get(key)) for s in settings)})"
+                   for key in keys]
+        details += [f"{group.variant} has no config.json"
+                    for group, config in zip(members, configs) if not config]
+        notes.append(f"{members[0].runs[0].label} was run with {len(members)} recipes "
+                     f"({names}), never averaged together; they differ in: "
+                     f"{'; '.join(details)}.")
+    return notes
+
+
 def _params(group: RunGroup) -> int | None:
     return next((run.params for run in group.runs if run.params is not None), None)
 
@@ -116,17 +154,20 @@ def cifar_table(runs: Iterable[RunRecord], title: str = "") -> Table:
 
     Every ResNet row of Table 6 appears, with "—" for ours where that depth was not run. The
     paper's column is Table 6's CIFAR-10 test error for ResNets ("—" for plain nets, which the
-    paper only plots); on another data set (digits) it is labelled as CIFAR-10's.
+    paper only plots); on another data set (digits) it is labelled as CIFAR-10's. Runs evaluated
+    on held-out training images are left out (see `validation_table`).
     """
-    groups = group_runs(runs)
+    groups = [group for group in group_runs(runs) if group.eval_split == TEST]
     datasets = sorted({group.dataset for group in groups})
     on_cifar10 = datasets == ["cifar10"]
     paper_column = ("paper test err. % (Table 6)" if on_cifar10
                     else "paper CIFAR-10 test err. % (Table 6)")
-    columns = ("net", "layers", "params", "params (exact)", "seeds", "train err. % (mean)",
-               "test err. % (mean ± std)", "test err. % (best)", paper_column, "paper params")
+    columns = ("net", *_variant_column(groups), "layers", "params", "params (exact)", "seeds",
+               "train err. % (mean)", "test err. % (mean ± std)", "test err. % (best)",
+               paper_column, "paper params")
     keyed = [((group.arch, group.shortcut or "", group.depth), {
         "net": _cifar_net_name(group.arch, group.shortcut),
+        "variant": group.variant or MISSING,
         "layers": str(group.depth),
         "params": format_params(_params(group)),
         "params (exact)": format_count(_params(group)),
@@ -149,6 +190,7 @@ def cifar_table(runs: Iterable[RunRecord], title: str = "") -> Table:
                         "paper params": _paper_params_cell(depth, "A")})
             keyed.append((("residual", "A", depth), row))
     arch_order = {"plain": 0, "residual": 1}
+    # A stable sort: the variants of one net stay in group_runs' order.
     keyed.sort(key=lambda item: (arch_order.get(item[0][0], 2), item[0][1], item[0][2]))
     notes = ["Errors in %, at the end of training (not the best epoch); mean ± sample std "
              "(ddof=1) over completed seeds; best is the lowest. Table 6 lists ResNets only "
@@ -156,6 +198,7 @@ def cifar_table(runs: Iterable[RunRecord], title: str = "") -> Table:
     if not on_cifar10:
         notes.append(f"Data set: {', '.join(datasets)}, not CIFAR-10; the paper's CIFAR-10 "
                      "errors are shown for scale only.")
+    notes += variant_notes(groups)
     return Table(title or f"{', '.join(datasets)}: Table 6 layout", columns,
                  tuple(row for _, row in keyed), tuple(notes))
 
@@ -203,61 +246,114 @@ def imagenet_table(runs: Iterable[RunRecord], title: str = "") -> Table:
     """Tables 2 and 3 (10-crop) and Table 4 (multi-scale) layout: top-1 / top-5 beside the paper.
 
     Ours is 10-crop where tencrop.json exists, else the final validation error from
-    summary.json (a single view, which the paper does not report).
+    summary.json (a single view, which the paper does not report). Runs evaluated on held-out
+    training images are left out (see `validation_table`).
     """
-    columns = ("net", "layers", "shortcut", "params", "seeds", "ours top-1 / top-5 %", "tested",
-               "paper 10-crop top-1 / top-5 % (Tables 2, 3)", "ours multi-scale top-1 / top-5 %",
-               "paper multi-scale top-1 / top-5 % (Table 4)")
+    groups = [group for group in group_runs(runs) if group.eval_split == TEST]
+    columns = ("net", *_variant_column(groups), "layers", "shortcut", "params", "seeds",
+               "ours top-1 / top-5 %", "tested", "paper 10-crop top-1 / top-5 % (Tables 2, 3)",
+               "ours multi-scale top-1 / top-5 %", "paper multi-scale top-1 / top-5 % (Table 4)")
+    paper_tencrop, ours_multiscale, paper_multiscale = columns[-3:]
     rows = []
-    for group in group_runs(runs):
+    for group in groups:
         ours, protocol = _imagenet_errors(group) if group.completed else (_status_text(group), "")
         rows.append({
             "net": _net_name(group.arch),
+            "variant": group.variant or MISSING,
             "layers": str(group.depth),
             "shortcut": group.shortcut or MISSING,
             "params": format_params(_params(group)),
             "seeds": _seeds_cell(group),
             "ours top-1 / top-5 %": ours,
             "tested": protocol,
-            columns[7]: _paper_pair(
+            paper_tencrop: _paper_pair(
                 paper_figures.tencrop_error(group.arch, group.depth, group.shortcut)),
-            columns[8]: _group_cell(group, _multiscale_cell),
-            columns[9]: _paper_pair(
+            ours_multiscale: _group_cell(group, _multiscale_cell),
+            paper_multiscale: _paper_pair(
                 paper_figures.multiscale_error(group.arch, group.depth, group.shortcut)),
         })
     notes = ("Errors in % on the validation set; mean ± sample std (ddof=1) over completed "
-             "seeds.",)
+             "seeds.", *variant_notes(groups))
     return Table(title or "imagenet: Tables 2-4 layout", columns, tuple(rows), notes)
 
 
+HELD_OUT_NOTE = ("Validation error: measured on 10% of the training set held out "
+                 "(data.val_split = true; 5,000 images on CIFAR-10), not on the test set, so "
+                 "the paper's test errors are not shown beside it. Errors in %, at the end of "
+                 "training; mean ± sample std (ddof=1) over completed seeds.")
+
+
+def validation_table(runs: Iterable[RunRecord], title: str = "") -> Table:
+    """The runs evaluated on held-out training images: one row per net and recipe, no paper."""
+    groups = [group for group in group_runs(runs) if group.eval_split != TEST]
+    top5 = any(run.final_test_top5_error is not None for g in groups for run in g.runs)
+    columns = ("net", *_variant_column(groups), "params", "seeds", "train err. % (mean)",
+               "validation err. % (mean ± std)", "validation err. % (best)",
+               *(("validation top-5 err. % (mean ± std)",) if top5 else ()))
+    rows = tuple({
+        "net": group.runs[0].label,
+        "variant": group.variant or MISSING,
+        "params": format_params(_params(group)),
+        "seeds": _seeds_cell(group),
+        "train err. % (mean)": _group_cell(
+            group, lambda g: format_percent(_mean(g.stat("final_train_error")))),
+        "validation err. % (mean ± std)": _group_cell(
+            group, lambda g: format_stat(g.stat("final_test_error"))),
+        "validation err. % (best)": _group_cell(
+            group, lambda g: format_percent(_best(g.stat("final_test_error")))),
+        "validation top-5 err. % (mean ± std)": _group_cell(
+            group, lambda g: format_stat(g.stat("final_test_top5_error"))),
+    } for group in groups)
+    return Table(title or "validation runs", columns, rows,
+                 (HELD_OUT_NOTE, *variant_notes(groups)))
+
+
 def runs_table(runs: Iterable[RunRecord], title: str = "") -> Table:
-    """One row per run, its final errors (%) as summary.json has them, or its status."""
-    columns = ("run", "net", "seed", "iter.", "params", "train err. %", "test err. %")
+    """One row per run, its final errors (%) as summary.json has them, or its status.
+
+    A run evaluated on held-out training images has its error under "validation err. %" (a
+    column shown only when there is such a run), never under "test err. %".
+    """
+    groups = group_runs(runs)
+    held_out = any(group.eval_split == VALIDATION for group in groups)
+    columns = ("run", "net", "seed", "iter.", "params", "train err. %", "test err. %",
+               *(("validation err. %",) if held_out else ()))
     rows = []
-    for run in sorted(runs, key=lambda r: (r.arch != "plain", r.depth, r.shortcut or "", r.seed)):
-        rows.append({
-            "run": run.name,
-            "net": run.label,
-            "seed": str(run.seed),
-            "iter.": format_count(run.steps),
-            "params": format_count(run.params),
-            "train err. %": format_percent(run.final_train_error) if run.completed else run.status,
-            "test err. %": format_percent(run.final_test_error) if run.completed else run.status,
-        })
+    for group in groups:
+        for run in group.runs:
+            final_error = format_percent(run.final_test_error) if run.completed else run.status
+            rows.append({
+                "run": run.name,
+                "net": group.label,
+                "seed": str(run.seed),
+                "iter.": format_count(run.steps),
+                "params": format_count(run.params),
+                "train err. %": (format_percent(run.final_train_error) if run.completed
+                                 else run.status),
+                "test err. %": final_error if run.eval_split == TEST else MISSING,
+                "validation err. %": final_error if run.eval_split == VALIDATION else MISSING,
+            })
     return Table(title or "runs", columns, tuple(rows))
 
 
 def experiment_tables(runs: Sequence[RunRecord], name: str = "") -> list[Table]:
-    """The paper-layout table(s) for one experiment's runs, then the per-run table."""
+    """The paper-layout table(s) for one experiment's test runs, a table of its validation runs
+    (held-out training images), then the per-run table."""
     prefix = f"{name}: " if name else ""
     tables = []
-    cifar = [run for run in runs if run.family == "cifar"]
-    imagenet = [run for run in runs if run.family == "imagenet"]
+    tested = [run for run in runs if run.eval_split == TEST]
+    cifar = [run for run in tested if run.family == "cifar"]
+    imagenet = [run for run in tested if run.family == "imagenet"]
+    held_out = [run for run in runs if run.eval_split != TEST]
     if cifar:
         datasets = ", ".join(sorted({run.dataset for run in cifar}))
         tables.append(cifar_table(cifar, f"{prefix}{datasets}, Table 6 layout"))
     if imagenet:
         tables.append(imagenet_table(imagenet, f"{prefix}imagenet, Tables 2-4 layout"))
+    if held_out:
+        datasets = ", ".join(sorted({run.dataset for run in held_out}))
+        tables.append(validation_table(
+            held_out, f"{prefix}{datasets}, validation runs (10% of the training set held out)"))
     if runs:
         tables.append(runs_table(runs, f"{prefix}runs"))
     return tables

@@ -104,6 +104,30 @@ def _validate(config: ExperimentConfig) -> None:
             raise InvalidChoice(f"{name} must be at least 1")
 
 
+@dataclasses.dataclass
+class _Run:
+    """One run of a training session (a packed session has one per seed): its files, the
+    host-side bookkeeping that goes into checkpoints, and its summary."""
+
+    config: ExperimentConfig
+    run_dir: Path
+    on_event: EventSink
+    checkpointer: Checkpointer | None = None
+    metrics: MetricsLog | None = None
+    host: dict[str, Any] = dataclasses.field(default_factory=dict)
+    summary: dict[str, Any] = dataclasses.field(default_factory=dict)
+    status: str = "running"
+    last_train_error: float | None = None
+    resumed: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.status == "running"
+
+    def note(self, step: int, message: str) -> None:
+        self.on_event(Event("note", step, self.config.optim.total_steps, {"message": message}))
+
+
 def train_and_evaluate(config: ExperimentConfig, run_dir: Path,
                        on_event: EventSink = lambda event: None,
                        stop: threading.Event | None = None) -> dict[str, Any]:
@@ -111,139 +135,238 @@ def train_and_evaluate(config: ExperimentConfig, run_dir: Path,
 
     A finished run (summary status "completed") is returned as it is, untouched.
     """
+    return train_runs([config], [run_dir], [on_event], stop, packed=False)[0]
+
+
+def train_packed(configs: list[ExperimentConfig], run_dirs: list[Path], sinks: list[EventSink],
+                 stop: threading.Event | None = None) -> list[dict[str, Any]]:
+    """Trains several seeds of one recipe in one compiled program; one summary per run.
+
+    The configs must differ in `run.seed` alone. The state gets a leading seed axis and the
+    pure step is `jax.vmap`ped over it; each seed keeps its own initialization, data order and
+    augmentation, and its own run directory, metrics, summary and checkpoints, so each resumes
+    (packed or alone) exactly as a run trained alone would.
+    """
+    return train_runs(configs, run_dirs, sinks, stop, packed=True)
+
+
+def train_runs(configs: list[ExperimentConfig], run_dirs: list[Path], sinks: list[EventSink],
+               stop: threading.Event | None, packed: bool) -> list[dict[str, Any]]:
+    """The training loop behind train_and_evaluate (one run) and train_packed (several)."""
     maybe_initialize_distributed()
     writes = jax.process_index() == 0
-    ensure_writable(run_dir)
-    check_same_run(run_dir, config)
-    previous = read_json(run_dir / SUMMARY_FILE)
-    if previous and previous.get("status") == "completed":
-        return previous
+    summaries: dict[int, dict[str, Any]] = {}
+    runs: dict[int, _Run] = {}
+    for index, (config, run_dir, sink) in enumerate(zip(configs, run_dirs, sinks)):
+        ensure_writable(run_dir)
+        check_same_run(run_dir, config)
+        previous = read_json(run_dir / SUMMARY_FILE)
+        if isinstance(previous, dict) and previous.get("status") == "completed":
+            summaries[index] = previous
+        else:
+            runs[index] = _Run(config, run_dir, sink)
+    if not runs:
+        return [summaries[index] for index in range(len(configs))]
+    packed = packed and len(runs) > 1
+    config = next(iter(runs.values())).config
     _validate(config)
+    if packed:
+        _check_packable(config, [run.config for run in runs.values()])
 
     mesh = steps.make_mesh()
-    source = make_source(config, mesh)
+    source = make_source(config, mesh, [run.config.run.seed for run in runs.values()] if packed else None)
     spec = model_spec(config, source.num_classes)
-    model = build_model(spec, config.run.seed, in_channels=source.in_channels)
-    params_count = count_params(model)
-    graphdef, state = steps.init_state(config, model, mesh)
-    del model
-    _save_config(run_dir, config, writes)
-
-    checkpointer = Checkpointer(run_dir, config.run.keep_checkpoints)
-    metrics = MetricsLog(run_dir / METRICS_FILE, enabled=writes)
-    host: dict[str, Any] = {"warmup_switch_step": None, "wall_s": 0.0,
-                            "best_eval_error": None, "evals_since_best": 0}
-    restored = checkpointer.restore_latest(abstract_like(state))
-    if restored is not None:
-        for bad_step, reason in restored.skipped:
-            on_event(Event("note", bad_step, config.optim.total_steps,
-                           {"message": f"checkpoint {bad_step} unreadable ({reason}); using the previous one"}))
-        if restored.state is not None:
-            state, host = restored.state, {**host, **restored.host}
-    start_step = int(host_value(state.step))
-    metrics.truncate_after(start_step)
-
-    source.compile(graphdef, start_step)
+    states, graphdef, params_count = [], None, 0
+    for run in runs.values():
+        model = build_model(spec, run.config.run.seed, in_channels=source.in_channels)
+        params_count = count_params(model)
+        graphdef, state = steps.init_state(run.config, model, mesh)
+        del model
+        _save_config(run.run_dir, run.config, writes)
+        run.checkpointer = Checkpointer(run.run_dir, run.config.run.keep_checkpoints)
+        run.metrics = MetricsLog(run.run_dir / METRICS_FILE, enabled=writes)
+        run.host = {"warmup_switch_step": None, "wall_s": 0.0, "best_eval_error": None,
+                    "evals_since_best": 0}
+        restored = run.checkpointer.restore_latest(abstract_like(state))
+        if restored is not None:
+            for bad_step, reason in restored.skipped:
+                run.note(bad_step, f"checkpoint {bad_step} unreadable ({reason}); using the previous one")
+            if restored.state is not None:
+                state, run.host, run.resumed = restored.state, {**run.host, **restored.host}, True
+        states.append(state)
+    start_steps = {int(host_value(state.step)) for state in states}
+    if len(start_steps) > 1:
+        # Seeds saved at different iterations (a checkpoint of one was unreadable) cannot share
+        # a program: each goes on alone, which gives the same numbers.
+        for run in runs.values():
+            run.checkpointer.close()
+        for index, run in runs.items():
+            summaries[index] = train_runs([run.config], [run.run_dir], [run.on_event], stop, False)[0]
+        return [summaries[index] for index in range(len(configs))]
+    (start_step,) = start_steps
+    state = steps.pack_states(states, mesh) if packed else states[0]
+    del states
+    ordered = list(runs.values())
 
     total = config.optim.total_steps
-    summary: dict[str, Any] = {
-        "name": run_dir.name, "experiment": config.name, "dataset": config.data.dataset,
-        "arch": "residual" if config.model.residual else "plain", "depth": config.model.depth,
-        "shortcut": config.model.shortcut, "seed": config.run.seed, "params": params_count,
-        "total_steps": total, "final_test_error": None, "final_test_loss": None,
-        "final_train_error": None, "final_test_top5_error": None, "message": "",
-        # A --val-split run tests on 5k held-out training images: never a test error.
-        "eval_split": "validation" if config.data.val_split else "test",
-        "fingerprint": fingerprint(config.to_dict())}
-    last_train_error = _last_value(metrics.rows(), "train", "train_error")
-    on_event(Event("start", start_step, total, {"params": params_count, "resumed": restored is not None
-                                                and restored.state is not None}))
+    for run in ordered:
+        run.metrics.truncate_after(start_step)
+        run.last_train_error = _last_value(run.metrics.rows(), "train", "train_error")
+        run.summary = {
+            "name": run.run_dir.name, "experiment": run.config.name, "dataset": config.data.dataset,
+            "arch": "residual" if config.model.residual else "plain", "depth": config.model.depth,
+            "shortcut": config.model.shortcut, "seed": run.config.run.seed, "params": params_count,
+            "total_steps": total, "final_test_error": None, "final_test_loss": None,
+            "final_train_error": None, "final_test_top5_error": None, "message": "",
+            # A --val-split run tests on 5k held-out training images: never a test error.
+            "eval_split": "validation" if config.data.val_split else "test",
+            "fingerprint": fingerprint(run.config.to_dict()),
+            "packed_seeds": len(ordered) if packed else 1}
+        run.on_event(Event("start", start_step, total, {"params": params_count, "resumed": run.resumed}))
+
+    source.compile(graphdef, start_step)
+    per_call = _steps_per_call(config)
+
+    def run_state(position: int) -> steps.TrainState:
+        return steps.seed_slice(state, position) if packed else state
 
     session_start = time.time()
-    interval_start, status, step = time.time(), "running", start_step
+    interval_start, step = time.time(), start_step
 
-    def wall() -> float:
-        return host["wall_s"] + time.time() - session_start
+    def wall(run: _Run) -> float:
+        return run.host["wall_s"] + time.time() - session_start
 
-    def checkpoint() -> None:
-        checkpointer.save(step, state, {**host, "wall_s": wall()})
+    def checkpoint(run: _Run, position: int) -> None:
+        run.checkpointer.save(step, run_state(position), {**run.host, "wall_s": wall(run)})
 
     warmup_cap = steps.warmup_end_step(config)
-    if steps.uses_warmup(config) and host["warmup_switch_step"] is None:
-        host.setdefault("warmup_switch_reason", "still_active")
-        if warmup_cap <= start_step:  # a cap of 0: no warm-up iteration at all
-            host["warmup_switch_step"], host["warmup_switch_reason"] = warmup_cap, steps.warmup_cap_reason(config)
-    with (stop_on_signals() if stop is None else contextlib.nullcontext(stop)) as stop_flag:
-        while step < total:
-            state = source.train_step(state, step)
-            step += 1
-            if step == warmup_cap and host.get("warmup_switch_reason") == "still_active":
-                # `learning_rate` already ends the warm-up at the cap; this only records it.
-                reason = steps.warmup_cap_reason(config)
-                host["warmup_switch_step"], host["warmup_switch_reason"] = step, reason
-                on_event(Event("note", step, total, {
-                    "message": f"warm-up over at iteration {step} ({reason.replace('_', ' ')}): "
-                               "the training error never fell below "
-                               f"{config.optim.warmup_until_train_error:.0%}"}))
-            if step % config.run.log_every_steps == 0 or step == total:
-                loss_sum, error_sum, seen, warmup_active = (float(host_value(v)) for v in (
-                    state.loss_sum, state.error_sum, state.examples_seen, state.warmup_active))
-                elapsed = time.time() - interval_start
-                rate = _logged_rate(config, step - 1, bool(warmup_active),
-                                    float(host_value(state.lr_scale)))
-                row = {"type": "train", "step": step, "epoch": source.epoch(step),
-                       "learning_rate": rate, "train_loss": loss_sum / seen,
-                       "train_error": error_sum / seen, "images_per_s": seen / max(elapsed, 1e-9),
-                       "wall_s": wall()}
-                metrics.append(row)
-                on_event(Event("train", step, total, row))
-                last_train_error = row["train_error"]
-                state = dataclasses.replace(state, **steps.fresh_interval_sums(mesh))
-                interval_start = time.time()
-                if not math.isfinite(row["train_loss"]):
-                    status = "diverged"
-                    summary["message"] = f"training loss became {row['train_loss']} at iteration {step}"
-                    break
-                if warmup_should_end(host.get("warmup_switch_reason") == "still_active", row["train_error"],
-                                     config.optim.warmup_until_train_error):
-                    state = dataclasses.replace(
-                        state, warmup_active=steps.replicated_scalar(False, jnp.bool_, mesh))
-                    host["warmup_switch_step"] = step
-                    host["warmup_switch_reason"] = "train_error_below_threshold"
-                    on_event(Event("note", step, total, {
-                        "message": f"warm-up over at iteration {step}: training error "
-                                   f"{row['train_error']:.1%} < {config.optim.warmup_until_train_error:.0%}"}))
-            if step % config.run.eval_every_steps == 0 or step == total:
-                row = {"type": "eval", "step": step, "epoch": source.epoch(step), **source.evaluate(state)}
-                metrics.append(row)
-                on_event(Event("eval", step, total, row))
-                state = _plateau_update(config, state, host, row, mesh, on_event, step)
-            if step % config.run.checkpoint_every_steps == 0 or step == total:
-                checkpoint()
-            if stop_flag.is_set():
-                checkpoint()
-                status = "interrupted"
-                summary["message"] = f"interrupted at iteration {step}; run the same command to resume"
-                break
-        else:
-            status = "completed"
+    for run in ordered:
+        if steps.uses_warmup(config) and run.host["warmup_switch_step"] is None:
+            run.host.setdefault("warmup_switch_reason", "still_active")
+            if warmup_cap <= start_step:  # a cap of 0: no warm-up iteration at all
+                run.host["warmup_switch_step"] = warmup_cap
+                run.host["warmup_switch_reason"] = steps.warmup_cap_reason(config)
 
-    checkpointer.close()
-    rows = metrics.rows() if writes else []
-    summary.update({
-        "status": status, "steps_done": step, "wall_s": wall(),
-        "warmup_switch_step": host["warmup_switch_step"],
-        "warmup_switch_reason": host.get("warmup_switch_reason"),
-        "final_train_error": last_train_error,
-    })
-    if status == "completed":
-        summary["final_test_error"] = _last_value(rows, "eval", "test_error")
-        summary["final_test_loss"] = _last_value(rows, "eval", "test_loss")
-        summary["final_test_top5_error"] = _last_value(rows, "eval", "test_top5_error")
-    if writes:
-        write_json(run_dir / SUMMARY_FILE, summary)
-    on_event(Event("end", step, total, summary))
-    return summary
+    with (stop_on_signals() if stop is None else contextlib.nullcontext(stop)) as stop_flag:
+        while step < total and any(run.active for run in ordered):
+            count = _chunk_size(step, total, config.run, per_call)
+            state = source.train_steps(state, step, count)
+            before, step = step, step + count
+            for run in ordered:
+                if (before < warmup_cap <= step and run.active
+                        and run.host.get("warmup_switch_reason") == "still_active"):
+                    # `learning_rate` already ends the warm-up at the cap; this records it.
+                    reason = steps.warmup_cap_reason(config)
+                    run.host["warmup_switch_step"], run.host["warmup_switch_reason"] = warmup_cap, reason
+                    run.note(warmup_cap, f"warm-up over at iteration {warmup_cap} "
+                                         f"({reason.replace('_', ' ')}): the training error never "
+                                         f"fell below {config.optim.warmup_until_train_error:.0%}")
+            if step % config.run.log_every_steps == 0 or step == total:
+                elapsed = time.time() - interval_start
+                loss_sums, error_sums, seen, warm, scales = (steps.seed_values(state, field) for field in (
+                    "loss_sum", "error_sum", "examples_seen", "warmup_active", "lr_scale"))
+                for position, run in enumerate(ordered):
+                    if not run.active:
+                        continue
+                    row = {"type": "train", "step": step, "epoch": source.epoch(step),
+                           "learning_rate": _logged_rate(config, step - 1, bool(warm[position]),
+                                                         scales[position]),
+                           "train_loss": loss_sums[position] / seen[position],
+                           "train_error": error_sums[position] / seen[position],
+                           "images_per_s": seen[position] / max(elapsed, 1e-9), "wall_s": wall(run)}
+                    run.metrics.append(row)
+                    run.on_event(Event("train", step, total, row))
+                    run.last_train_error = row["train_error"]
+                    if not math.isfinite(row["train_loss"]):
+                        run.status = "diverged"
+                        run.summary["steps_done"] = step
+                        run.summary["message"] = f"training loss became {row['train_loss']} at iteration {step}"
+                        continue
+                    if warmup_should_end(run.host.get("warmup_switch_reason") == "still_active",
+                                         row["train_error"], config.optim.warmup_until_train_error):
+                        warm[position] = False
+                        run.host["warmup_switch_step"] = step
+                        run.host["warmup_switch_reason"] = "train_error_below_threshold"
+                        run.note(step, f"warm-up over at iteration {step}: training error "
+                                       f"{row['train_error']:.1%} < {config.optim.warmup_until_train_error:.0%}")
+                zeros = [0.0] * len(ordered)
+                state = steps.replace_per_seed(state, mesh, warmup_active=warm, loss_sum=zeros,
+                                               error_sum=zeros, examples_seen=zeros)
+                interval_start = time.time()
+            if step % config.run.eval_every_steps == 0 or step == total:
+                for position, run in enumerate(ordered):
+                    if not run.active:
+                        continue
+                    row = {"type": "eval", "step": step, "epoch": source.epoch(step),
+                           **source.evaluate(run_state(position))}
+                    run.metrics.append(row)
+                    run.on_event(Event("eval", step, total, row))
+                    if not packed:  # packs are refused the plateau schedule (_check_packable)
+                        state = _plateau_update(config, state, run.host, row, mesh, run.on_event, step)
+            stopping = stop_flag.is_set()
+            if step % config.run.checkpoint_every_steps == 0 or step == total or stopping:
+                for position, run in enumerate(ordered):
+                    if run.active:
+                        checkpoint(run, position)
+            if stopping:
+                for run in ordered:
+                    if run.active:
+                        run.status = "interrupted"
+                        run.summary["message"] = f"interrupted at iteration {step}; run the same command to resume"
+                break
+    for run in ordered:
+        if run.active:
+            run.status = "completed"
+
+    results = []
+    for run in ordered:
+        run.checkpointer.close()
+        rows = run.metrics.rows() if writes else []
+        summary = run.summary
+        summary.update({
+            "status": run.status, "steps_done": summary.get("steps_done", step), "wall_s": wall(run),
+            "warmup_switch_step": run.host["warmup_switch_step"],
+            "warmup_switch_reason": run.host.get("warmup_switch_reason"),
+            "final_train_error": run.last_train_error,
+        })
+        if run.status == "completed":
+            summary["final_test_error"] = _last_value(rows, "eval", "test_error")
+            summary["final_test_loss"] = _last_value(rows, "eval", "test_loss")
+            summary["final_test_top5_error"] = _last_value(rows, "eval", "test_top5_error")
+        if writes:
+            write_json(run.run_dir / SUMMARY_FILE, summary)
+        run.on_event(Event("end", step, total, summary))
+        results.append(summary)
+    for index, summary in zip(runs, results):
+        summaries[index] = summary
+    return [summaries[index] for index in range(len(configs))]
+
+
+def _check_packable(config: ExperimentConfig, configs: list[ExperimentConfig]) -> None:
+    """Packed runs share one program: the same recipe, seeds apart, the steps schedule."""
+    recipes = {recipe_fingerprint(each.to_dict()) for each in configs}
+    if len(recipes) > 1:
+        raise ValueError("packed runs must differ in run.seed alone")
+    if config.optim.lr_schedule != "steps":
+        raise InvalidChoice("packed seeds need lr_schedule 'steps' (a plateau decides per run)")
+
+
+def _steps_per_call(config: ExperimentConfig) -> int:
+    """run.steps_per_call, with 0 meaning 1 on CPU and a logging interval on accelerators."""
+    if config.run.steps_per_call:
+        return config.run.steps_per_call
+    return 1 if jax.default_backend() == "cpu" else config.run.log_every_steps
+
+
+def _chunk_size(step: int, total: int, run: Any, per_call: int) -> int:
+    """Iterations in the next call: `per_call`, never past the next logging, evaluation or
+    checkpoint point or the end; a shorter call is a power of two, so at most
+    log2(per_call) + 2 programs are compiled."""
+    room = min(total, *((step // every + 1) * every for every in (
+        run.log_every_steps, run.eval_every_steps, run.checkpoint_every_steps))) - step
+    if room >= per_call:
+        return per_call
+    return 1 << (room.bit_length() - 1)
 
 
 def _logged_rate(config: ExperimentConfig, step: int, warmup_active: bool, lr_scale: float) -> float:

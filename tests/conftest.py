@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# No persistent compilation cache in ~/.cache from tests (or from the commands they start);
+# tests of the cache give it a folder of their own.
+os.environ["RESDEPTH_COMPILATION_CACHE"] = "0"
 
 import jax  # noqa: E402
 

@@ -177,23 +177,41 @@ def test_evaluate_rejects_unknown_modes():
 
 # --- end to end: a ResNet-18 trains on batches from the loader ---------------------------------
 
-def test_resnet18_trains_a_few_steps_through_the_real_loader_and_train_loop(tmp_path):
+def test_resnet18_trains_through_the_real_loader_and_decides_plateaus_on_held_out_images(
+        tmp_path, monkeypatch):
+    """One run through the real loader and train loop, with the plateau rule: the training
+    stream excludes the held-out images, each evaluation tests them, and the rate follows them."""
     import threading
 
     from resdepth.config import load_config, parse_override
+    from resdepth.imagenet_eval import evaluate_run
     from resdepth.train import train_and_evaluate
 
-    # 64-pixel crops keep the CPU test short; the pipeline is the 224 one otherwise.
+    # 64-pixel crops keep the CPU test short; the pipeline is the 224 one otherwise. Patience 1
+    # and a threshold of 1.0: no evaluation after the first counts as an improvement, so the
+    # second one (after iteration 2) divides the rate by 10.
     config = load_config("imagenet", [parse_override(text) for text in (
         f"data.data_dir='{tmp_path / 'tfds'}'", "model.depth=18", "data.image_size=64",
-        "optim.batch_size=2", "optim.total_steps=3", "run.log_every_steps=1",
-        "run.eval_every_steps=3", "run.eval_examples=3")])
-    with tfds.testing.mock_data(num_examples=8):
-        summary = train_and_evaluate(config, tmp_path / "run", stop=threading.Event())
-        # The trained run tested as in Tables 2-3: 10 crops of the validation images.
-        from resdepth.imagenet_eval import evaluate_run
+        "optim.batch_size=2", "optim.total_steps=3", "optim.lr_schedule='plateau'",
+        "data.plateau_holdout_examples=2", "optim.plateau_patience_evals=1",
+        "optim.plateau_threshold=1.0", "run.log_every_steps=1", "run.eval_every_steps=1",
+        "run.eval_examples=1")])
+    events, read = [], []
+    with tfds.testing.mock_data(num_examples=4), monkeypatch.context() as patch:
+        # mock_data serves the same examples for any split, so record which splits are read
+        # (undone inside mock_data, which restores the real method on leaving).
+        mocked = tfds.core.DatasetBuilder.as_dataset
 
+        def recording(self, *args, split=None, **kwargs):
+            read.append(str(getattr(split, "split", split)))
+            return mocked(self, *args, split=split, **kwargs)
+
+        patch.setattr(tfds.core.DatasetBuilder, "as_dataset", recording)
+        summary = train_and_evaluate(config, tmp_path / "run", on_event=events.append,
+                                     stop=threading.Event())
+        # The trained run tested as in Tables 2-3: 10 crops of the validation images.
         tested = evaluate_run(tmp_path / "run", "10crop", limit=2)
+    assert set(read) == {"train[:-2]", "train[-2:]", "validation"}  # never the whole train split
     saved = json.loads((tmp_path / "run" / "tencrop.json").read_text())
     assert saved["count"] == 2 and saved["step"] == 3 and saved == tested
     assert all(0 <= saved[key] <= 1 for key in ("top1_error", "top5_error", "center_top1_error"))
@@ -204,6 +222,12 @@ def test_resnet18_trains_a_few_steps_through_the_real_loader_and_train_loop(tmp_
     assert len(train_rows) == 3 and all(np.isfinite(row["train_loss"]) for row in train_rows)
     assert train_rows[0]["train_loss"] > 0.5 * np.log(1000)  # a fresh 1000-way net is near chance
     assert 0 <= summary["final_test_error"] <= 1 and 0 <= summary["final_test_top5_error"] <= 1
+    evals = [row for row in rows if row["type"] == "eval"]
+    assert len(evals) == 3 and all(
+        0 <= row[key] <= 1 for row in evals for key in ("holdout_error", "holdout_top5_error"))
+    assert [row["learning_rate"] for row in train_rows] == [0.1, 0.1, 0.01]
+    notes = [event.data["message"] for event in events if event.kind == "note"]
+    assert any("held-out training error plateaued" in note for note in notes)
 
 
 def test_missing_archives_exit_code_2_through_the_cli(tmp_path):
@@ -216,3 +240,152 @@ def test_missing_archives_exit_code_2_through_the_cli(tmp_path):
     assert result.exit_code == 2, result.output
     assert "ILSVRC2012_img_train.tar" in result.output and "ILSVRC2012_img_val.tar" in result.output
     assert "Traceback" not in result.output
+
+
+# --- the learning-rate schedule: Figure 4's drops by default, the plateau rule on held-out images --
+
+def test_imagenet_default_schedule_drops_at_figure4s_150k_and_300k_iterations():
+    from resdepth.config import load_config
+
+    for name in ("imagenet", "table2", "table3", "table4"):
+        optim = load_config(name).optim
+        assert optim.lr_schedule == "steps", name
+        assert optim.lr_boundaries_steps == [150_000, 300_000] and optim.total_steps == 600_000
+    data = load_config("imagenet").data
+    assert data.plateau_holdout_examples == 10_000  # used only if lr_schedule = "plateau"
+
+
+def test_holdout_splits_cut_the_train_split_in_two_disjoint_parts():
+    assert imagenet_input.holdout_splits(0) == ("train", None)
+    train, held = imagenet_input.holdout_splits(10_000)
+    # What TFDS reads for them from imagenet2012's 1,281,167 training examples.
+    infos = {"train": tfds.core.SplitInfo(name="train", shard_lengths=[1_281_167], num_bytes=0)}
+    (train_part,) = tfds.core.ReadInstruction.from_spec(train).to_absolute(infos)
+    (held_part,) = tfds.core.ReadInstruction.from_spec(held).to_absolute(infos)
+    assert (train_part.from_, train_part.to) == (None, 1_271_167)
+    assert (held_part.from_, held_part.to) == (1_271_167, None)
+
+
+def plateau_decisions(errors, *overrides):
+    """The lr_scale after each evaluation row (holdout_error, test_error) of a plateau run."""
+    import dataclasses
+
+    import jax.numpy as jnp
+
+    from resdepth import step as steps
+    from resdepth.config import load_config, parse_override
+    from resdepth.train import _plateau_update
+
+    @dataclasses.dataclass
+    class State:
+        lr_scale: jax.Array
+
+    config = load_config("imagenet", [parse_override("optim.lr_schedule='plateau'"),
+                                      *(parse_override(text) for text in overrides)])
+    mesh = steps.make_mesh()
+    state, host, scales = State(jnp.float32(1.0)), {"best_eval_error": None, "evals_since_best": 0}, []
+    for step, (holdout, test) in enumerate(errors, 1):
+        row = {"type": "eval", "step": step, "test_error": test}
+        if holdout is not None:
+            row["holdout_error"] = holdout
+        state = _plateau_update(config, state, host, row, mesh, lambda event: None, step)
+        scales.append(round(float(state.lr_scale), 6))
+    return scales
+
+
+def test_the_plateau_rule_reads_the_holdout_error_never_the_test_error():
+    # The validation error keeps falling while the held-out error stalls: the rate drops.
+    stalled = [(0.5, 0.5), (0.5, 0.4), (0.5, 0.3)]
+    assert plateau_decisions(stalled, "optim.plateau_patience_evals=2") == [1.0, 1.0, 0.1]
+    # The validation error stalls while the held-out error falls: it does not.
+    falling = [(0.5, 0.5), (0.4, 0.5), (0.3, 0.5)]
+    assert plateau_decisions(falling, "optim.plateau_patience_evals=2") == [1.0, 1.0, 1.0]
+    # A fixed schedule never reads it (its evaluations have no holdout).
+    assert plateau_decisions([(None, 0.5)] * 4, "optim.lr_schedule='steps'") == [1.0] * 4
+
+
+def test_plateau_patience_and_threshold_are_honoured():
+    errors = [(0.50, 0), (0.495, 0), (0.495, 0), (0.40, 0), (0.40, 0), (0.40, 0), (0.40, 0)]
+    # Gains under the threshold (0.005 < 0.01) are no gain: a drop after 2 evaluations without
+    # one, a new best, and again after 2 more (then counting starts afresh).
+    assert plateau_decisions(errors, "optim.plateau_patience_evals=2",
+                             "optim.plateau_threshold=0.01") == [1, 1, 0.1, 0.1, 0.1, 0.01, 0.01]
+    # A smaller threshold counts 0.005 as a gain; patience 3 waits one evaluation longer.
+    assert plateau_decisions(errors, "optim.plateau_patience_evals=3",
+                             "optim.plateau_threshold=0.001") == [1, 1, 1, 1, 1, 1, 0.1]
+
+
+# --- the same held-out slice on the device-resident datasets (CIFAR-10, digits) ----------------
+
+def indexed_dataset(size):
+    """An InMemoryDataset whose training image i is filled with i (uint8) and labelled i % 10."""
+    from resdepth.data import InMemoryDataset
+
+    images = np.broadcast_to(np.arange(size, dtype=np.uint8)[:, None, None, None], (size, 2, 2, 1))
+    return InMemoryDataset("digits", images.copy(), np.arange(size, dtype=np.int32) % 10,
+                           images[:3].copy(), np.zeros(3, np.int32),
+                           np.full((2, 2, 1), (size - 1) / 2, np.float32), 10)
+
+
+def test_split_off_holdout_is_a_fixed_disjoint_part_of_the_training_images():
+    from resdepth.sources import split_off_holdout
+
+    data = indexed_dataset(100)
+    rest, (held_images, held_labels) = split_off_holdout(data, 20)
+    kept, held = rest.train_images[:, 0, 0, 0], held_images[:, 0, 0, 0]
+    assert len(kept) == 80 and len(held) == 20
+    assert sorted([*kept, *held]) == list(range(100))  # every image once, in one part only
+    assert list(held) != list(range(80, 100))  # a shuffled choice, not the last 20 of the split
+    np.testing.assert_array_equal(held_labels, held % 10)
+    np.testing.assert_array_equal(rest.train_labels, kept % 10)
+    np.testing.assert_allclose(rest.mean_image, kept.mean())  # the mean of what is trained on
+    np.testing.assert_array_equal(rest.test_images, data.test_images)
+    again, _ = split_off_holdout(indexed_dataset(100), 20)  # the same images every time
+    np.testing.assert_array_equal(again.train_images, rest.train_images)
+
+
+def test_plateau_refusals_are_one_line_choices():
+    from resdepth.architectures import InvalidChoice
+    from resdepth.config import DataConfig, ExperimentConfig, OptimConfig
+    from resdepth.sources import plateau_holdout_examples, split_off_holdout
+
+    def config(schedule, holdout=5000):  # built directly: load_config's own checks would refuse first
+        return ExperimentConfig(data=DataConfig(dataset="digits", plateau_holdout_examples=holdout),
+                                optim=OptimConfig(lr_schedule=schedule))
+
+    assert plateau_holdout_examples(config("steps")) == 0  # the steps schedule holds nothing out
+    assert plateau_holdout_examples(config("plateau")) == 5000
+    with pytest.raises(InvalidChoice, match="plateau_holdout_examples to at least 1"):
+        plateau_holdout_examples(config("plateau", 0))
+    with pytest.raises(InvalidChoice, match="steps or plateau"):
+        plateau_holdout_examples(config("step"))
+    with pytest.raises(InvalidChoice, match="leaves none of the 100 digits training images"):
+        split_off_holdout(indexed_dataset(100), 100)
+
+
+def test_device_resident_source_evaluates_the_holdout_of_digits(digits_data_dir):
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from conftest import tiny_config
+    from resdepth import step as steps
+    from resdepth.data import load_dataset
+    from resdepth.models import build_model
+    from resdepth.sources import DeviceResidentSource
+    from resdepth.train import model_spec
+
+    config = tiny_config(digits_data_dir, "optim.lr_schedule='plateau'",
+                         "data.plateau_holdout_examples=97", steps=2)
+    data = load_dataset(config.data)
+    mesh = steps.make_mesh()
+    graphdef, state = steps.init_state(config, build_model(model_spec(config, 10), 0, 1), mesh)
+    source = DeviceResidentSource(config, mesh, data)
+    assert len(source.data.train_images) == len(data.train_images) - 97
+    assert source.order.size == len(data.train_images) - 97  # batches index the rest only
+    source.compile(graphdef, 0)
+    row = source.evaluate(state)
+    held_images, held_labels = source.holdout
+    model = nnx.merge(graphdef, state.params, state.batch_stats)
+    logits = model(jnp.asarray(held_images, jnp.float32) - source.data.mean_image, train=False)
+    assert row["holdout_error"] == pytest.approx(float(jnp.mean(jnp.argmax(logits, -1) != held_labels)))
+    assert set(row) == {"test_loss", "test_error", "holdout_loss", "holdout_error"}

@@ -25,21 +25,23 @@ from resdepth.plots import plot_folder
 from resdepth.results import (NoRunsFound, build_record, find_experiments, group_runs,
                               load_run, load_runs, require_experiments, summarize)
 from resdepth.run_files import write_bytes_atomically
-from resdepth.tables import (Table, cifar_table, format_params, imagenet_table, runs_table,
-                             to_markdown, write_table)
+from resdepth.tables import (Table, cifar_table, experiment_tables, format_params,
+                             imagenet_table, runs_table, to_markdown, write_table)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-RUN_NAME = re.compile(r"^(plain|resnet)-(\d+)(?:-[ABC])?-seed(\d+)$")
+RUN_NAME = re.compile(r"^(plain|resnet)-(\d+)(?:-[ABC])?-seed(\d+)(?:-[A-Za-z0-9_.-]+)?$")
 
 
 # ---- helpers -------------------------------------------------------------------------------
 
 def config(depth: int, residual: bool, seed: int = 0, dataset: str = "cifar10",
-           shortcut: str = "A") -> dict:
+           shortcut: str = "A", learning_rate: float = 0.1, val_split: bool = False,
+           tag: str = "") -> dict:
     """config.json as a run writes it (docs/run-directory.md), with the fields read back."""
-    return {"config": {"name": "unit", "data": {"dataset": dataset}, "run": {"seed": seed},
+    return {"config": {"name": "unit", "data": {"dataset": dataset, "val_split": val_split},
+                       "run": {"seed": seed, "tag": tag},
                        "model": {"depth": depth, "residual": residual, "shortcut": shortcut},
-                       "optim": {"batch_size": 128}},
+                       "optim": {"batch_size": 128, "learning_rate": learning_rate}},
             "code_version": "test"}
 
 
@@ -341,3 +343,115 @@ def test_params_formatted_as_in_table6(depth: int):
 def test_markdown_escapes_pipes_in_cells():
     table = Table("t", ("net", "note"), ({"net": "plain", "note": "a | b"},))
     assert to_markdown(table).splitlines()[-1] == "| plain | a \\| b |"
+
+
+# ---- unit tests: run names, validation runs, recipes ------------------------------------------
+
+@pytest.mark.parametrize("name, expected", [
+    ("resnet-56-A-seed0-lr0.05", ("residual", 56, "A", 0, "lr0.05")),
+    ("plain-20-seed3-bn_64.v2", ("plain", 20, None, 3, "bn_64.v2")),
+    ("resnet-110-B-seed12-warm-up", ("residual", 110, "B", 12, "warm-up")),
+    ("resnet-20-A-seed1", ("residual", 20, "A", 1, "")),
+])
+def test_a_run_directory_name_may_end_with_a_tag(name: str, expected: tuple):
+    run = build_record(Path(name))  # no config.json or summary.json: the name says it all
+    assert (run.arch, run.depth, run.shortcut, run.seed, run.tag) == expected
+
+
+def test_the_evaluation_split_from_summary_else_config():
+    done = {"status": "completed", "final_test_error": 0.1}
+    said = build_record(Path("resnet-20-A-seed0"), config(20, True),
+                        summary={**done, "eval_split": "validation"})
+    old = build_record(Path("resnet-20-A-seed0"), config(20, True, val_split=True), summary=done)
+    tested = build_record(Path("resnet-20-A-seed0"), config(20, True, val_split=True),
+                          summary={**done, "eval_split": "test"})
+    assert (said.eval_split, old.eval_split, tested.eval_split) == (
+        "validation", "validation", "test")
+    assert build_record(Path("resnet-20-A-seed0"), summary=done).eval_split == "test"
+
+
+def test_validation_runs_never_sit_beside_the_papers_test_errors(tmp_path: Path):
+    exp = tmp_path / "exp"
+    done = {"status": "completed", "params": 853_018, "final_train_error": 0.01}
+    write_run(exp / "resnet-56-A-seed0", config(56, True, seed=0),
+              summary={**done, "final_test_error": 0.07, "eval_split": "test"})
+    # The trainer names the split in summary.json; an older run says so only in config.json.
+    write_run(exp / "resnet-56-A-seed1", config(56, True, seed=1, val_split=True),
+              summary={**done, "final_test_error": 0.05, "eval_split": "validation"})
+    write_run(exp / "resnet-56-A-seed2", config(56, True, seed=2, val_split=True),
+              summary={**done, "final_test_error": 0.06})
+
+    tables = markdown_tables(write_table(exp).read_text())
+
+    layout = tables["exp: cifar10, Table 6 layout"]
+    row = next(row for row in layout if row["layers"] == "56")
+    assert (row["seeds"], row["test err. % (mean ± std)"]) == ("1", "7.00")  # the test run only
+    held_out = tables["exp: cifar10, validation runs (10% of the training set held out)"]
+    assert [(r["net"], r["seeds"], r["validation err. % (mean ± std)"]) for r in held_out] == [
+        ("ResNet-56", "2", "5.50 ± 0.71")]
+    assert not any("paper" in column for column in held_out[0])
+    per_run = {row["run"]: row for row in tables["exp: runs"]}
+    assert (per_run["resnet-56-A-seed0"]["test err. %"],
+            per_run["resnet-56-A-seed0"]["validation err. %"]) == ("7.00", "—")
+    assert (per_run["resnet-56-A-seed2"]["test err. %"],
+            per_run["resnet-56-A-seed2"]["validation err. %"]) == ("—", "6.00")
+    only_held_out = experiment_tables([run for run in load_runs(exp) if run.seed > 0], "v")
+    assert [table.title for table in only_held_out] == [
+        "v: cifar10, validation runs (10% of the training set held out)", "v: runs"]
+    held_out_only = cifar_table([run for run in load_runs(exp) if run.seed > 0])
+    assert {row["seeds"] for row in held_out_only.rows} == {"—"}  # Table 6's rows, none of ours
+
+
+def test_runs_whose_recipes_differ_are_never_averaged(tmp_path: Path):
+    exp = tmp_path / "exp"
+    done = {"status": "completed", "final_train_error": 0.01}
+    write_run(exp / "resnet-56-A-seed0", config(56, True, seed=0),
+              summary={**done, "final_test_error": 0.07})
+    write_run(exp / "resnet-56-A-seed1", config(56, True, seed=1),
+              summary={**done, "final_test_error": 0.08})
+    write_run(exp / "resnet-56-A-seed2", config(56, True, seed=2, learning_rate=0.05),
+              summary={**done, "final_test_error": 0.20})
+    runs = load_runs(exp)
+
+    groups = group_runs(runs)
+    assert [(g.variant, [r.seed for r in g.runs]) for g in groups] == [
+        ("variant 1", [0, 1]), ("variant 2", [2])]
+    assert groups[0].recipe != groups[1].recipe and None not in (groups[0].recipe,
+                                                                 groups[1].recipe)
+    table = cifar_table(runs)
+    rows = [row for row in table.rows if row["layers"] == "56"]
+    assert [(row["variant"], row["test err. % (mean ± std)"]) for row in rows] == [
+        ("variant 1", "7.50 ± 0.71"), ("variant 2", "20.00")]
+    assert any("ResNet-56" in note and "optim.learning_rate (0.1 / 0.05)" in note
+               and "run.seed" not in note for note in table.notes)
+    assert {row["net"] for row in runs_table(runs).rows} == {
+        "ResNet-56 (variant 1)", "ResNet-56 (variant 2)"}
+
+
+def test_variants_are_named_by_their_tag(tmp_path: Path):
+    exp = tmp_path / "exp"
+    done = {"status": "completed", "final_test_error": 0.1}
+    write_run(exp / "resnet-56-A-seed0", config(56, True), summary=done)
+    write_run(exp / "resnet-56-A-seed0-lr0.05", config(56, True, learning_rate=0.05,
+                                                        tag="lr0.05"), summary=done)
+    # A run without config.json has no recipe: it is neither of the above.
+    write_run(exp / "resnet-56-A-seed1", None, summary=done)
+
+    groups = group_runs(load_runs(exp))
+
+    assert [(g.variant, g.recipe is None) for g in groups] == [
+        ("variant 1", False), ("lr0.05", False), ("variant 3", True)]
+    assert [g.label for g in groups] == [
+        "ResNet-56 (variant 1)", "ResNet-56 (lr0.05)", "ResNet-56 (variant 3)"]
+    note = next(note for note in cifar_table(load_runs(exp)).notes if "recipes" in note)
+    assert "variant 3 has no config.json" in note
+
+
+def test_a_tag_alone_does_not_make_a_variant():
+    # run.tag is result-neutral: a tagged run of the same recipe is one more seed.
+    runs = [build_record(Path("resnet-20-A-seed0"), config(20, True, seed=0),
+                         summary={"status": "completed", "final_test_error": 0.08}),
+            build_record(Path("resnet-20-A-seed1-again"), config(20, True, seed=1, tag="again"),
+                         summary={"status": "completed", "final_test_error": 0.10})]
+    (group,) = group_runs(runs)
+    assert group.variant is None and len(group.runs) == 2

@@ -1,0 +1,55 @@
+"""One process of a two-process jax.distributed run (started by test_multiprocess.py).
+
+usage: python distributed_worker.py PROCESS_ID PORT DATA_DIR OUT STEPS
+
+Joins the coordinator on 127.0.0.1:PORT, trains the tiny digits run through the sweep (which
+takes the run lock on process 0 and calls the real train_and_evaluate), and prints one JSON line:
+the process's id, the run files it wrote, and the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from pathlib import Path
+
+process_id, port, data_dir, out, steps = sys.argv[1:6]
+
+import jax  # noqa: E402
+
+jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2,
+                           process_id=int(process_id), initialization_timeout=120)
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import tiny_config  # noqa: E402  (also sets strict dtype promotion, as in pytest)
+
+import resdepth.run_files as run_files  # noqa: E402
+import resdepth.train as train  # noqa: E402
+from resdepth.sweep import GridPoint, run_sweep  # noqa: E402
+
+written: list[str] = []  # every run file this process writes: config, summary, metrics rows
+_write_json, _append = train.write_json, run_files.MetricsLog.append
+
+
+def recording_write_json(path, data):
+    written.append(Path(path).name)
+    return _write_json(path, data)
+
+
+def recording_append(self, row):
+    if self.enabled:
+        written.append(self.path.name)
+    return _append(self, row)
+
+
+train.write_json = recording_write_json
+run_files.MetricsLog.append = recording_append
+
+config = tiny_config(data_dir, steps=int(steps), name="distributed")
+summaries = run_sweep(config, [GridPoint("residual", 8, 0)], Path(out),
+                      lambda *args: (lambda event: None), threading.Event())
+print(json.dumps({"process": jax.process_index(), "processes": jax.process_count(),
+                  "devices": jax.device_count(), "written": sorted(set(written)),
+                  "summary": summaries[0]}), flush=True)
+jax.distributed.shutdown()
