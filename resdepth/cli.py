@@ -236,6 +236,8 @@ class RunDisplay:
     terminal; the statistics get what is left.
     """
 
+    live: Optional["RunDisplay"] = None  # the display whose progress bar is on screen
+
     def __init__(self, label: str, run_dir: Optional[Path] = None, dataset: Optional[str] = None,
                  out: Optional[Console] = None):
         self.label, self.run_dir, self.dataset = label, run_dir, dataset
@@ -250,6 +252,8 @@ class RunDisplay:
         if self.progress is not None:
             self.progress.__exit__(*exc)
             self.progress = None
+        if RunDisplay.live is self:
+            RunDisplay.live = None
 
     def __call__(self, event) -> None:
         data = event.data
@@ -283,7 +287,9 @@ class RunDisplay:
         self._line(f"{self.label}: {event.data['params']:,} parameters, from iteration {event.step}{resumed}")
         if event.step < event.total_steps:
             self._line(f"{self.label}: compiling the training step...")
-        if self.console.is_terminal:
+        # One live bar at a time (Rich allows no more): the other seeds of a pack log lines.
+        if self.console.is_terminal and RunDisplay.live is None:
+            RunDisplay.live = self
             self.progress = self._progress_bar(event.total_steps)
             self.progress.__enter__()
             self.task = self.progress.add_task(self.label, total=event.total_steps,
@@ -456,8 +462,6 @@ def sweep(
         shown: list[RunDisplay] = []  # the current run's display, closed even if its run crashed
 
         def on_run(point, run_config, run_dir):
-            while shown:
-                shown.pop().__exit__(None, None, None)
             if already_completed(run_dir) is not None:
                 console.print(f"already completed: {run_dir}", highlight=False, soft_wrap=True)
                 return lambda event: None
@@ -465,7 +469,14 @@ def sweep(
             shown.append(display.__enter__())
             from resdepth.tensorboard_log import with_tensorboard
 
-            return with_tensorboard(display, run_dir, run_config.run.tensorboard)
+            sink = with_tensorboard(display, run_dir, run_config.run.tensorboard)
+
+            def closing_sink(event):  # packed seeds train together: each display ends with its run
+                sink(event)
+                if event.kind == "end":
+                    display.__exit__(None, None, None)
+
+            return closing_sink
 
         with stop_on_signals() as stop:
             try:

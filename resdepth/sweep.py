@@ -235,7 +235,13 @@ def run_sweep(base: ExperimentConfig, points: list[GridPoint], out: Path,
     from resdepth.train import train_and_evaluate
 
     summaries = []
-    for point in points:
+    for group in _pack_groups(base, points):
+        if len(group) > 1:
+            summaries.extend(_run_pack(base, group, out, on_run, stop, on_note))
+            if any(s.get("status") == "interrupted" for s in summaries) or stop.is_set():
+                break
+            continue
+        (point,) = group
         config = point_config(base, point)
         run_dir = run_dir_for(out, config)
         try:
@@ -247,15 +253,80 @@ def run_sweep(base: ExperimentConfig, points: list[GridPoint], out: Path,
                 except Exception as error:  # a bug or crash in one run must not cost the others
                     summary = _record_failure(config, point, run_dir, error)
         except RunLocked as locked:
-            who = locked.holder.describe() if locked.holder else "another process"
-            summary = {"name": run_dir.name, "experiment": config.name, "status": "locked",
-                       "arch": point.arch, "depth": point.depth, "seed": point.seed,
-                       "message": f"being trained by {who}"}
-            on_note(f"{run_dir.name}: skipped, {summary['message']}")
+            summary = _locked_summary(config, point, run_dir, locked, on_note)
         summaries.append(summary)
         if summary.get("status") == "interrupted" or stop.is_set():
             break
     return summaries
+
+
+def packs_seeds(base: ExperimentConfig) -> bool:
+    """Whether the sweep trains the seeds of a grid point packed into one program.
+
+    `sweep.pack_seeds`: true, false, or "auto" (on GPUs and TPUs, where S small nets fill the
+    device better than one; on CPU the cores are busy with one net already). Only the on-device
+    datasets and the fixed-boundary schedule can be packed.
+    """
+    wanted = base.sweep.pack_seeds
+    if wanted == "auto":
+        import jax
+
+        wanted = jax.default_backend() != "cpu"
+    return bool(wanted) and family_of(base.data.dataset) != "imagenet" and \
+        base.optim.lr_schedule == "steps"
+
+
+def _pack_groups(base: ExperimentConfig, points: list[GridPoint]) -> list[list[GridPoint]]:
+    """Consecutive points of one (architecture, depth) as one group when seeds are packed."""
+    if not packs_seeds(base):
+        return [[point] for point in points]
+    groups: list[list[GridPoint]] = []
+    for point in points:
+        if groups and (groups[-1][0].arch, groups[-1][0].depth) == (point.arch, point.depth):
+            groups[-1].append(point)
+        else:
+            groups.append([point])
+    return groups
+
+
+def _run_pack(base: ExperimentConfig, group: list[GridPoint], out: Path, on_run, stop,
+              on_note) -> list[dict[str, Any]]:
+    """The seeds of one grid point in one compiled program (train.train_packed)."""
+    from resdepth.train import train_packed
+
+    configs = [point_config(base, point) for point in group]
+    run_dirs = [run_dir_for(out, config) for config in configs]
+    summaries: dict[Path, dict[str, Any]] = {}
+    with contextlib.ExitStack() as stack:
+        for run_dir in run_dirs:
+            stack.enter_context(removed_if_left_empty(run_dir, below=out))
+        claimed, refused = stack.enter_context(claim_runs(run_dirs))
+        for locked in refused:
+            index = run_dirs.index(locked.run_dir)
+            summaries[locked.run_dir] = _locked_summary(configs[index], group[index], locked.run_dir,
+                                                        locked, on_note)
+        chosen = [index for index, run_dir in enumerate(run_dirs) if run_dir in claimed]
+        if chosen:
+            sinks = [on_run(group[i], configs[i], run_dirs[i]) for i in chosen]
+            try:
+                results = train_packed([configs[i] for i in chosen], [run_dirs[i] for i in chosen],
+                                       sinks, stop)
+            except InvalidChoice:
+                raise
+            except Exception as error:  # a crash of the pack is recorded for each of its runs
+                results = [_record_failure(configs[i], group[i], run_dirs[i], error) for i in chosen]
+            summaries.update({run_dirs[i]: result for i, result in zip(chosen, results)})
+    return [summaries[run_dir] for run_dir in run_dirs]
+
+
+def _locked_summary(config: ExperimentConfig, point: GridPoint, run_dir: Path, locked: RunLocked,
+                    on_note) -> dict[str, Any]:
+    who = locked.holder.describe() if locked.holder else "another process"
+    summary = {"name": run_dir.name, "experiment": config.name, "status": "locked",
+               "arch": point.arch, "depth": point.depth, "seed": point.seed,
+               "message": f"being trained by {who}"}
+    on_note(f"{run_dir.name}: skipped, {summary['message']}")
+    return summary
 
 
 def dry_run_rows(base: ExperimentConfig, points: list[GridPoint], out: Path) -> list[dict[str, Any]]:
