@@ -69,9 +69,8 @@ bench: install
 	$(BIN)/python -m benchmarks.train_throughput --depths 20 --batch 32 --xla-conv
 
 bench-gpu: install
-	@$(BIN)/python -c "import jax, sys; jax.default_backend() == 'gpu' or sys.exit('bench-gpu needs a GPU and a CUDA build of jax: $(BIN)/pip install -U \"jax[cuda12]\"')"
-	$(BIN)/python -m benchmarks.train_throughput
-	$(BIN)/python -m benchmarks.train_throughput --dtype bfloat16
+	@$(BIN)/python -c "import jax, sys; jax.default_backend() == 'gpu' or sys.exit('bench-gpu needs a GPU and a CUDA build of jax: make install-gpu')"
+	PYTHON=$(BIN)/python benchmarks/gpu_check.sh
 	$(BIN)/python -m benchmarks.compile_time
 
 bench-input: install
