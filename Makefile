@@ -1,5 +1,17 @@
 # Every target creates .venv and installs resdepth (with test extras) on first use.
-PYTHON ?= python3
+
+# The venv's Python: 3.12 where it runs here, else 3.11. jax 0.12, whose CPU train step is the
+# fastest (docs/benchmarks.md), needs 3.12 or newer, and the GPU machines run 3.12; 3.13 is not
+# tried because the test suite has not been run on it. resdepth itself runs on 3.11.
+# Each candidate is run, not only looked up: pyenv puts a shim for every installed version on
+# the PATH, which fails unless that version is selected, so pyenv's own interpreters are tried
+# too. `make PYTHON=/path/to/python install` picks one; an existing .venv is kept as it is.
+PYENV_PYTHONS = $(shell ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[12].*/bin/python3.1[12] \
+                  2>/dev/null | sort -r -V)
+PYTHON ?= $(shell for candidate in python3.12 python3.11 $(PYENV_PYTHONS) python3; do \
+            $$candidate -c 'import sys; minor = sys.version_info[1]; \
+              sys.version_info[0] == 3 and 11 <= minor <= 12 and print(minor, sys.executable)' \
+            2>/dev/null; done | sort -s -n -r -k 1,1 | head -n 1 | cut -d " " -f 2)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -10,7 +22,9 @@ STAMP  := $(VENV)/.installed
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || test -n "$(PYTHON)" || \
+	  { echo "no Python 3.11 or 3.12 found: make PYTHON=/path/to/python3.12" >&2; exit 2; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
@@ -64,9 +78,12 @@ reproduce-table4: install
 bench-compile: install
 	$(BIN)/python -m benchmarks.compile_time
 
+# On CPU: the train step against resdepth's previous CPU convolution (per-tap) and against
+# lax.conv_general_dilated's own gradients (xla), each pair timed in alternating rounds.
 bench: install
-	$(BIN)/python -m benchmarks.train_throughput
-	$(BIN)/python -m benchmarks.train_throughput --depths 20 --batch 32 --xla-conv
+	$(BIN)/python -m benchmarks.train_throughput --depths 20,56 --compare per-tap
+	$(BIN)/python -m benchmarks.train_throughput --depths 110
+	$(BIN)/python -m benchmarks.train_throughput --depths 20 --batch 32 --compare xla
 
 bench-gpu: install
 	@$(BIN)/python -c "import jax, sys; jax.default_backend() == 'gpu' or sys.exit('bench-gpu needs a GPU and a CUDA build of jax: make install-gpu')"

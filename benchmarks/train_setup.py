@@ -12,7 +12,7 @@ import dataclasses
 import os
 import platform
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import flax
 import jax
@@ -25,6 +25,8 @@ from resdepth.architectures import InvalidChoice, cifar_blocks_per_stage, parse_
 from resdepth.config import ExperimentConfig, load_config, parse_override
 from resdepth.models import ModelSpec, build_model
 from resdepth.train import model_spec
+
+from benchmarks.per_tap_conv import per_tap_conv
 
 CIFAR_SHAPE = (32, 32, 3)
 CIFAR_CLASSES = 10
@@ -119,12 +121,22 @@ def compile_and_run_once(bench: Bench, indices: jax.Array) -> tuple[Any, Compile
     return compiled, CompileTiming(lowered_at - start, compiled_at - lowered_at, ran_at - compiled_at)
 
 
+# The convolutions a benchmark can build CPU models with, for comparison: "resdepth" is what the
+# library picks for the backend (`resdepth.cpu_conv.conv_function`); "per-tap" is resdepth's
+# previous CPU convolution; "xla" is `lax.conv_general_dilated` with JAX's own gradients.
+CONVOLUTIONS: dict[str, Callable[..., jax.Array] | None] = {
+    "resdepth": None, "per-tap": per_tap_conv, "xla": lax.conv_general_dilated}
+
+
 @contextlib.contextmanager
-def xla_convolutions() -> Iterator[None]:
-    """Models built inside use `lax.conv_general_dilated` and its own gradient on every backend,
-    instead of `resdepth.cpu_conv`'s kernel-gradient formulation that CPU models get."""
+def convolutions(kind: str) -> Iterator[None]:
+    """Models built inside use the convolution named `kind` (a key of CONVOLUTIONS)."""
+    conv = CONVOLUTIONS[kind]
+    if conv is None:
+        yield
+        return
     original = resdepth.models.conv_function
-    resdepth.models.conv_function = lambda: lax.conv_general_dilated
+    resdepth.models.conv_function = lambda: conv
     try:
         yield
     finally:

@@ -1,9 +1,21 @@
-"""A convolution whose kernel gradient XLA's CPU backend computes quickly inside a scan.
+"""A convolution whose gradients XLA's CPU backend runs with its library kernels, in scans too.
 
-On CPU, XLA runs the kernel-gradient convolution of a scanned block (a `while` loop body) about
-60x slower than the same convolution outside a loop (measured: 12.9 s against 0.21 s for a
-4-layer 3x3 stack at batch 128, 32x32, 16 channels). Writing that gradient as one matrix
-product per kernel tap avoids the slow path. GPUs and TPUs keep XLA's own convolution.
+XLA's CPU backend hands a convolution to its fast library kernels (Eigen, YNNPACK) only in one
+canonical form: input NHWC, kernel HWIO, output NHWC. JAX's own gradients of a convolution
+are convolutions in other forms: the kernel gradient contracts over the batch (the batch is
+the "feature" dimension of its input), and the input gradient reads the kernel with its in and
+out channels swapped. Outside a loop XLA rewrites both into canonical form; inside a `while`
+loop, which is what each scanned stage is, it does not, and its naive loop emitter runs them
+many times slower than the library (the gradient of a scanned 4-layer 3x3 stack, 16 channels,
+batch 128: 15x on jax 0.10, 22x on 0.12; whole train steps: docs/benchmarks.md).
+
+`cpu_conv`'s custom VJP writes the input and kernel gradients in canonical form itself (it
+transposes the operands and flips the kernel explicitly), so forward and backward run on the
+library kernels wherever the convolution sits, and the stages stay scanned: compile time stays
+flat in depth on CPU as on accelerators. Each gradient is the very convolution JAX's rule
+computes, so results equal `jax.grad` through `lax.conv_general_dilated` (bitwise on jax 0.10
+and 0.12; tests/test_cpu_conv.py checks them to 1e-6). GPUs and TPUs keep
+`lax.conv_general_dilated`.
 """
 
 from __future__ import annotations
@@ -16,66 +28,98 @@ from jax import lax
 
 NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
 
-
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_nhwc(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
-              padding: tuple[tuple[int, int], ...]) -> jax.Array:
-    """x (N, H, W, Cin), kernel (kh, kw, Cin, Cout) -> (N, H', W', Cout)."""
-    return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=NHWC_HWIO)
+Padding = tuple[tuple[int, int], tuple[int, int]]
 
 
-def _forward(x, kernel, strides, padding):
-    return conv_nhwc(x, kernel, strides, padding), (x, kernel)
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv_nhwc(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Padding,
+              precision: lax.PrecisionLike = None) -> jax.Array:
+    """x (N, H, W, Cin), kernel (kh, kw, Cin, Cout) -> (N, H', W', Cout); explicit padding."""
+    return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=NHWC_HWIO,
+                                    precision=precision)
 
 
-def _backward(strides, padding, residuals, grad):
+def _forward(x, kernel, strides, padding, precision):
+    return conv_nhwc(x, kernel, strides, padding, precision), (x, kernel)
+
+
+def _backward(strides, padding, precision, residuals, grad):
     x, kernel = residuals
-    kh, kw = kernel.shape[:2]
-    if strides == (1, 1):
-        # The input gradient of a stride-1 conv is a forward conv of the output gradient with
-        # the kernel rotated by 180 degrees and its in/out channels swapped.
-        flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
-        back_padding = ((kh - 1 - padding[0][0], kh - 1 - padding[0][1]),
-                        (kw - 1 - padding[1][0], kw - 1 - padding[1][1]))
-        grad_x = lax.conv_general_dilated(grad, flipped, (1, 1), back_padding,
-                                          dimension_numbers=NHWC_HWIO)
-    else:
-        _, input_vjp = jax.vjp(
-            lambda inp: lax.conv_general_dilated(inp, kernel, strides, padding,
-                                                 dimension_numbers=NHWC_HWIO), x)
-        (grad_x,) = input_vjp(grad)
-    out_h, out_w = grad.shape[1:3]
-    padded = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
-    taps = []
-    for i in range(kh):
-        for j in range(kw):
-            window = lax.slice(padded, (0, i, j, 0),
-                               (x.shape[0], i + strides[0] * (out_h - 1) + 1,
-                                j + strides[1] * (out_w - 1) + 1, x.shape[3]),
-                               (1, strides[0], strides[1], 1))
-            taps.append(jnp.einsum("nhwi,nhwo->io", window, grad,
-                                   preferred_element_type=jnp.float32))
-    grad_kernel = jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
-    return grad_x, grad_kernel
+    return (input_grad(grad, kernel, x.shape[1:3], strides, padding, precision),
+            kernel_grad(x, grad, kernel.shape[:2], strides, padding, precision))
 
 
 conv_nhwc.defvjp(_forward, _backward)
 
 
-def scan_friendly_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                       dimension_numbers=None, feature_group_count=1, **kwargs):
-    """Drop-in for `lax.conv_general_dilated` as flax's Conv calls it (NHWC input, HWIO kernel)."""
-    plain = (feature_group_count == 1 and not kwargs.get("batch_group_count", 1) > 1
-             and all(d == 1 for d in (lhs_dilation or (1,))) and all(d == 1 for d in (rhs_dilation or (1,)))
+def input_grad(grad: jax.Array, kernel: jax.Array, input_hw: tuple[int, int],
+               strides: tuple[int, int], padding: Padding,
+               precision: lax.PrecisionLike = None) -> jax.Array:
+    """d(loss)/d(x) from grad (N, H', W', Cout): a stride-1 convolution of `grad`, dilated by
+    the forward strides, with the kernel rotated by 180 degrees and its channels swapped.
+
+    Returns (N, H, W, Cin) for `input_hw` = (H, W). With strides > 1 the dilated input is a
+    form the library kernels do not take; in the ResNets only a stage's first block strides,
+    outside the scan, where this costs about 1% of a step.
+    """
+    flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
+    pads = []
+    for axis, (size, stride, (low, _)) in enumerate(zip(input_hw, strides, padding)):
+        taps = kernel.shape[axis]
+        dilated = (grad.shape[1 + axis] - 1) * stride + 1
+        pads.append((taps - 1 - low, size + low - dilated))
+    return lax.conv_general_dilated(grad, flipped, (1, 1), pads, lhs_dilation=strides,
+                                    dimension_numbers=NHWC_HWIO, precision=precision)
+
+
+def kernel_grad(x: jax.Array, grad: jax.Array, kernel_hw: tuple[int, int],
+                strides: tuple[int, int], padding: Padding,
+                precision: lax.PrecisionLike = None) -> jax.Array:
+    """d(loss)/d(kernel) from x (N, H, W, Cin) and grad (N, H', W', Cout).
+
+    A convolution over the spatial axes that sums over the batch: the input channels play the
+    batch, the images the input features, and `grad` is the kernel, dilated by the forward
+    strides. Returns (kh, kw, Cin, Cout).
+    """
+    channels_first = jnp.transpose(x, (3, 1, 2, 0))  # (Cin, H, W, N)
+    grad_as_kernel = jnp.transpose(grad, (1, 2, 0, 3))  # (H', W', N, Cout)
+    pads = []
+    for axis, (stride, (low, _)) in enumerate(zip(strides, padding)):
+        size, out = x.shape[1 + axis], grad.shape[1 + axis]
+        # The high side is whatever makes the output exactly kernel_hw[axis] wide; negative
+        # when the forward conv's strides skipped the last rows.
+        pads.append((low, kernel_hw[axis] - size - low + (out - 1) * stride))
+    by_channel = lax.conv_general_dilated(channels_first, grad_as_kernel, (1, 1), pads,
+                                          rhs_dilation=strides, dimension_numbers=NHWC_HWIO,
+                                          precision=precision)  # (Cin, kh, kw, Cout)
+    return jnp.transpose(by_channel, (1, 2, 0, 3))
+
+
+def cpu_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+             dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
+             preferred_element_type=None, out_sharding=None):
+    """Drop-in for `lax.conv_general_dilated` as flax's Conv calls it (NHWC input, HWIO kernel).
+
+    Other forms (dilations, groups, other layouts, a dtype or sharding for the output) go to
+    `lax.conv_general_dilated` unchanged.
+    """
+    plain = (feature_group_count == 1 and batch_group_count == 1
+             and preferred_element_type is None and out_sharding is None
+             and all(d == 1 for d in (lhs_dilation or (1,)))
+             and all(d == 1 for d in (rhs_dilation or (1,)))
+             and len(window_strides) == 2
              and dimension_numbers == lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC_HWIO))
     if not plain:
-        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
-                                        rhs_dilation, dimension_numbers, feature_group_count, **kwargs)
+        return lax.conv_general_dilated(
+            lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+            feature_group_count, batch_group_count, precision=precision,
+            preferred_element_type=preferred_element_type, out_sharding=out_sharding)
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-    return conv_nhwc(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding))
+    return conv_nhwc(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding),
+                     precision)
 
 
 def conv_function():
     """The convolution to build models with on the current default backend."""
-    return scan_friendly_conv if jax.default_backend() == "cpu" else lax.conv_general_dilated
+    return cpu_conv if jax.default_backend() == "cpu" else lax.conv_general_dilated

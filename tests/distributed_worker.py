@@ -46,7 +46,7 @@ def recording_append(self, row):
 train.write_json = recording_write_json
 run_files.MetricsLog.append = recording_append
 
-config = tiny_config(data_dir, steps=int(steps), name="distributed")
+config = tiny_config(data_dir, "optim.learning_rate=0.01", steps=int(steps), name="distributed")
 summaries = run_sweep(config, [GridPoint("residual", 8, 0)], Path(out),
                       lambda *args: (lambda event: None), threading.Event())
 print(json.dumps({"process": jax.process_index(), "processes": jax.process_count(),
