@@ -262,9 +262,11 @@ def train_runs(configs: list[ExperimentConfig], run_dirs: list[Path], sinks: lis
                                          f"({reason.replace('_', ' ')}): the training error never "
                                          f"fell below {config.optim.warmup_until_train_error:.0%}")
             if step % config.run.log_every_steps == 0 or step == total:
-                elapsed = time.time() - interval_start
+                # Reading the sums waits for the interval's iterations (dispatch is asynchronous),
+                # so the clock is read after them.
                 loss_sums, error_sums, seen, warm, scales = (steps.seed_values(state, field) for field in (
                     "loss_sum", "error_sum", "examples_seen", "warmup_active", "lr_scale"))
+                elapsed = time.time() - interval_start
                 for position, run in enumerate(ordered):
                     if not run.active:
                         continue
