@@ -260,18 +260,25 @@ def run_sweep(base: ExperimentConfig, points: list[GridPoint], out: Path,
     return summaries
 
 
+def _backend() -> str:
+    import jax
+
+    return jax.default_backend()
+
+
 def packs_seeds(base: ExperimentConfig) -> bool:
     """Whether the sweep trains the seeds of a grid point packed into one program.
 
-    `sweep.pack_seeds`: true, false, or "auto" (on GPUs and TPUs, where S small nets fill the
-    device better than one; on CPU the cores are busy with one net already). Only the on-device
-    datasets and the fixed-boundary schedule can be packed.
+    `sweep.pack_seeds`: true, false, or "auto" = on TPUs only. On an H200 (docs/benchmarks.md,
+    `benchmarks/gpu_check.sh`) 5 packed seeds made 0.78-0.92x the images/s of one seed alone at
+    every depth, so on GPUs one run at a time is faster; on CPU the cores are busy with one net
+    already. TPUs are unmeasured: packing stays the default there on the premise that S small
+    nets fill the matrix units better than one. Only the on-device datasets and the
+    fixed-boundary schedule can be packed.
     """
     wanted = base.sweep.pack_seeds
     if wanted == "auto":
-        import jax
-
-        wanted = jax.default_backend() != "cpu"
+        wanted = _backend() == "tpu"
     return bool(wanted) and family_of(base.data.dataset) != "imagenet" and \
         base.optim.lr_schedule == "steps"
 

@@ -101,3 +101,16 @@ def test_vmapped_pack_matches_each_seed_to_float_rounding(monkeypatch):
     for seed in (0, 1):
         alone = single(jax.tree.map(lambda x: x.copy(), states[seed]), data, indices[seed])
         assert max_difference(alone.params, steps.seed_slice(packed, seed).params) < 1e-5
+
+
+def test_auto_packs_seeds_on_tpus_only_and_true_or_false_wins(monkeypatch):
+    # "auto" follows the H200 measurement (packed seeds slower than one at a time on a GPU).
+    from resdepth import sweep
+
+    auto = load_config("cifar10", [])
+    assert auto.sweep.pack_seeds == "auto"
+    for backend, packs in (("cpu", False), ("gpu", False), ("tpu", True)):
+        monkeypatch.setattr(sweep, "_backend", lambda backend=backend: backend)
+        assert sweep.packs_seeds(auto) is packs
+        assert sweep.packs_seeds(load_config("cifar10", [parse_override("sweep.pack_seeds=true")]))
+        assert not sweep.packs_seeds(load_config("cifar10", [parse_override("sweep.pack_seeds=false")]))
