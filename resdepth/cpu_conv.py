@@ -25,8 +25,17 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.ad_checkpoint import checkpoint_name
 
 NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
+
+# What the backward pass of a scanned block keeps on CPU: the convolutions' outputs, by this
+# name; BatchNorm and ReLU are recomputed from them (jax.checkpoint with this policy, in
+# models.Stage). Storing every elementwise intermediate in the scan's stacked buffers and
+# reading it back costs more than recomputing it: train step +8% (ResNet-20) and +15-18%
+# (ResNet-56) on jax 0.10 and 0.12, with less memory (docs/benchmarks.md).
+CONV_OUTPUT = "cpu_conv_output"
+KEEP_CONV_OUTPUTS = jax.checkpoint_policies.save_only_these_names(CONV_OUTPUT)
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
@@ -81,6 +90,11 @@ def kernel_grad(x: jax.Array, grad: jax.Array, kernel_hw: tuple[int, int],
     batch, the images the input features, and `grad` is the kernel, dilated by the forward
     strides. Returns (kh, kw, Cin, Cout).
     """
+    # The barrier makes x and grad materialize before they are transposed. Without it XLA fuses
+    # each transpose with what produced its operand (in a scan: the dynamic-slice that reads
+    # the stacked residual), and that fusion reads in strided order, 5-10x slower than a plain
+    # transpose. Train step: ResNet-56 +9% on jax 0.12, +4-6% on 0.10 (docs/benchmarks.md).
+    x, grad = lax.optimization_barrier((x, grad))
     channels_first = jnp.transpose(x, (3, 1, 2, 0))  # (Cin, H, W, N)
     grad_as_kernel = jnp.transpose(grad, (1, 2, 0, 3))  # (H', W', N, Cout)
     pads = []
@@ -116,8 +130,9 @@ def cpu_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=
             preferred_element_type=preferred_element_type, out_sharding=out_sharding)
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-    return conv_nhwc(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding),
-                     precision)
+    return checkpoint_name(
+        conv_nhwc(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding), precision),
+        CONV_OUTPUT)
 
 
 def conv_function():

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from resdepth.architectures import BlockKind, StagePlan, stage_plan
-from resdepth.cpu_conv import conv_function
+from resdepth.cpu_conv import KEEP_CONV_OUTPUTS, conv_function, cpu_conv
 
 Shortcut = Literal["A", "B", "C"]
 
@@ -217,6 +217,9 @@ class Stage(nnx.Module):
                            dtype, rngs=rngs, bn_group_size=spec.bn_group_size)
         self.out_features = self.first.out_features
         self.remat = spec.remat
+        # On CPU the scanned blocks keep only their convolutions' outputs for the backward pass
+        # (see cpu_conv.CONV_OUTPUT): faster there, and within float rounding of storing all.
+        self.keep_conv_outputs_only = conv_function() is cpu_conv
         self.num_repeated = num_blocks - 1
         if self.num_repeated == 0:
             self.repeated = None
@@ -243,6 +246,8 @@ class Stage(nnx.Module):
 
         if self.remat:
             apply_block = nnx.remat(apply_block)
+        elif self.keep_conv_outputs_only:
+            apply_block = nnx.remat(apply_block, policy=KEEP_CONV_OUTPUTS)
         scan = nnx.scan(apply_block, in_axes=(0, nnx.Carry), out_axes=(nnx.Carry, 0))
         x, moments = scan(self.repeated, x)
         return x, jnp.concatenate([first_moments[None], moments])

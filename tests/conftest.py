@@ -6,18 +6,29 @@ data-parallel step, Orbax checkpoints); only the nets and schedules are tiny.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# No persistent compilation cache in ~/.cache from tests (or from the commands they start);
-# tests of the cache give it a folder of their own.
-os.environ["RESDEPTH_COMPILATION_CACHE"] = "0"
+# One persistent compilation cache for the session, in a temporary folder (never ~/.cache),
+# shared by this process and the commands tests start: many tests compile the same small
+# programs, and every compile after the first loads them. Tests of the cache give it a folder
+# of their own.
+SESSION_COMPILATION_CACHE = tempfile.mkdtemp(prefix="resdepth-tests-jax-cache-")
+atexit.register(shutil.rmtree, SESSION_COMPILATION_CACHE, ignore_errors=True)
+os.environ["RESDEPTH_COMPILATION_CACHE"] = SESSION_COMPILATION_CACHE
 
 import jax  # noqa: E402
+
+from resdepth.jax_setup import enable_compilation_cache  # noqa: E402
+
+enable_compilation_cache()
 
 # Strict dtype promotion catches accidental float64/weak-type mixing in library code.
 jax.config.update("jax_numpy_dtype_promotion", "strict")
