@@ -81,6 +81,19 @@ def _status_text(group: RunGroup) -> str:
     return ", ".join(dict.fromkeys(run.status for run in group.runs))
 
 
+def _error_cells(group, measured: str) -> dict[str, str]:
+    """A group's training error (mean) and its `measured` error ("test" or "validation": the
+    split its runs evaluated on) as mean ± std and best, keyed by column name; in %."""
+    return {
+        "train err. % (mean)": _group_cell(
+            group, lambda g: format_percent(_mean(g.stat("final_train_error")))),
+        f"{measured} err. % (mean ± std)": _group_cell(
+            group, lambda g: format_stat(g.stat("final_test_error"))),
+        f"{measured} err. % (best)": _group_cell(
+            group, lambda g: format_percent(_best(g.stat("final_test_error")))),
+    }
+
+
 def _group_cell(group: RunGroup, text: Callable[[RunGroup], str]) -> str:
     return text(group) if group.completed else _status_text(group)
 
@@ -172,12 +185,7 @@ def cifar_table(runs: Iterable[RunRecord], title: str = "") -> Table:
         "params": format_params(_params(group)),
         "params (exact)": format_count(_params(group)),
         "seeds": _seeds_cell(group),
-        "train err. % (mean)": _group_cell(
-            group, lambda g: format_percent(_mean(g.stat("final_train_error")))),
-        "test err. % (mean ± std)": _group_cell(
-            group, lambda g: format_stat(g.stat("final_test_error"))),
-        "test err. % (best)": _group_cell(
-            group, lambda g: format_percent(_best(g.stat("final_test_error")))),
+        **_error_cells(group, "test"),
         paper_column: _table6_paper_cell(group.arch, group.depth, group.shortcut),
         "paper params": _paper_params_cell(group.depth, group.shortcut),
     }) for group in groups]
@@ -295,12 +303,7 @@ def validation_table(runs: Iterable[RunRecord], title: str = "") -> Table:
         "variant": group.variant or MISSING,
         "params": format_params(_params(group)),
         "seeds": _seeds_cell(group),
-        "train err. % (mean)": _group_cell(
-            group, lambda g: format_percent(_mean(g.stat("final_train_error")))),
-        "validation err. % (mean ± std)": _group_cell(
-            group, lambda g: format_stat(g.stat("final_test_error"))),
-        "validation err. % (best)": _group_cell(
-            group, lambda g: format_percent(_best(g.stat("final_test_error")))),
+        **_error_cells(group, "validation"),
         "validation top-5 err. % (mean ± std)": _group_cell(
             group, lambda g: format_stat(g.stat("final_test_top5_error"))),
     } for group in groups)
