@@ -56,8 +56,9 @@ def random_operands(size, in_features, out_features, kernel, stride, seed=0):
     return x, w, cotangent
 
 
-# Even and odd sizes: with stride 2 an odd size leaves no row unread, an even one does.
-SHAPES = [(kernel, stride, size) for kernel in (1, 3) for stride in (1, 2) for size in (8, 9)]
+# Even and odd sizes: with stride 2 an odd size leaves no row unread, an even one does. Sizes
+# 1 and 2 take the small-map path (cpu_conv.patches_conv, a matrix product over patches).
+SHAPES = [(kernel, stride, size) for kernel in (1, 3) for stride in (1, 2) for size in (8, 9, 1, 2)]
 
 
 @pytest.mark.parametrize("kernel,stride,size", SHAPES)
@@ -165,3 +166,17 @@ def test_xla_flags_are_set_only_on_measured_jaxlib_versions(version, before, aft
     environ = {"XLA_FLAGS": before} if before else {}
     set_xla_flags(environ, version)
     assert environ.get("XLA_FLAGS", "") == after
+
+
+def test_small_maps_are_one_matrix_product_inside_a_scan_too():
+    from resdepth.cpu_conv import TINY_MAP_PIXELS
+
+    assert TINY_MAP_PIXELS == 4  # 2x2: the digits nets' third stage
+    x = jax.random.normal(jax.random.key(4), (4, 2, 2, 6))
+    kernels = 0.2 * jax.random.normal(jax.random.key(5), (3, 3, 3, 6, 6))
+    expected = jax.jit(jax.grad(scanned_loss(lax_conv), argnums=(0, 1)))(kernels, x)
+    gradient = jax.jit(jax.grad(scanned_loss(resdepth_conv), argnums=(0, 1)))
+    for got, want in zip(gradient(kernels, x), expected):
+        assert_close(got, want)
+    hlo = gradient.lower(kernels, x).compile().as_text()
+    assert " convolution(" not in hlo and " dot(" in hlo
