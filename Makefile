@@ -78,10 +78,9 @@ reproduce-table4: install
 bench-compile: install
 	$(BIN)/python -m benchmarks.compile_time
 
-# On CPU: the train step against resdepth's previous CPU convolution (per-tap) and against
-# lax.conv_general_dilated's own gradients (xla), each pair timed in alternating rounds.
-# The step against the code before issue 9 (d3ca069, run in a git worktree), alternated in one
-# sitting; then against the previous CPU convolution and XLA's own gradients in one process.
+# On CPU: the train step against the code before issue 9 (d3ca069, run in a git worktree),
+# alternated in one sitting; then, in one process each, against resdepth's previous CPU
+# convolution (per-tap) and lax.conv_general_dilated's own gradients (xla), in alternating rounds.
 bench: install
 	NEW_PYTHON=$(BIN)/python benchmarks/against_commit.sh d3ca069 3 20,56
 	$(BIN)/python -m benchmarks.train_throughput --depths 20,56 --compare per-tap

@@ -158,13 +158,9 @@ def cpu_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=
             preferred_element_type=preferred_element_type, out_sharding=out_sharding)
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-    if lhs.shape[1] * lhs.shape[2] <= TINY_MAP_PIXELS:
-        return checkpoint_name(
-            patches_conv(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding),
-                         precision), CONV_OUTPUT)
-    return checkpoint_name(
-        conv_nhwc(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding), precision),
-        CONV_OUTPUT)
+    convolve = patches_conv if lhs.shape[1] * lhs.shape[2] <= TINY_MAP_PIXELS else conv_nhwc
+    output = convolve(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding), precision)
+    return checkpoint_name(output, CONV_OUTPUT)
 
 
 def conv_function():

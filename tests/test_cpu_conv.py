@@ -3,7 +3,8 @@
 `resdepth.cpu_conv.cpu_conv` must be the same function as `lax.conv_general_dilated` with the
 paper's padding, with the same gradients (within float rounding: 1e-6 of the largest value),
 in a scanned stage as well as outside one, and its three convolutions must stay in the one form
-XLA's CPU library kernels take (which is the point of it: speed inside scans).
+XLA's CPU library kernels take (which is the point of it: speed inside scans); maps of 2x2
+pixels or less are one matrix product instead.
 """
 
 from __future__ import annotations
