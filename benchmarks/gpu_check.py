@@ -21,9 +21,9 @@ import time
 import jax
 import numpy as np
 
-from resdepth import step as steps
+from resdepth.training import step as steps
 from resdepth.config import load_config, parse_override
-from resdepth.models import ModelSpec, build_model
+from resdepth.models.network import ModelSpec, build_model
 
 BATCH = 128
 TABLE6_ITERATIONS = 64_000

@@ -2,7 +2,7 @@
 
 ImageNet itself is not needed: JPEGs of ImageNet's typical size (500x375, a quarter 375x500) and
 file size (about 100 KB at quality 90) are generated in memory from smooth random images with
-fine noise. They go through `resdepth.imagenet_input.train_preprocess`, the per-example function
+fine noise. They go through `resdepth.data.imagenet_input.train_preprocess`, the per-example function
 of the real training pipeline, with tf.data limited to 1 thread and then to every core. The same
 pipeline with the whole JPEG decoded before cropping shows what decoding only the crop saves.
 """
@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from resdepth import imagenet_input
+from resdepth.data import imagenet_input
 
 # Assumed ResNet-50 training throughput of one H100 in bfloat16, images/s. Not measured here.
 # Reasoning: NVIDIA's DeepLearningExamples report roughly 2,500-3,000 images/s per A100 for

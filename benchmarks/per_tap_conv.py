@@ -1,4 +1,4 @@
-"""The CPU convolution of resdepth up to 76b50d0, kept to time against `resdepth.cpu_conv`.
+"""The CPU convolution of resdepth up to 76b50d0, kept to time against `resdepth.models.cpu_conv`.
 
 Its kernel gradient is one matrix product per kernel tap, which XLA's CPU backend runs at the
 same speed inside and outside a scan; its input gradient is a convolution. `make bench` times

@@ -19,12 +19,13 @@ import jax
 import numpy as np
 from jax import lax
 
-import resdepth.models
-from resdepth import step as steps
-from resdepth.architectures import InvalidChoice, cifar_blocks_per_stage, parse_depths
+import resdepth.models.network
+from resdepth.training import step as steps
+from resdepth.errors import InvalidChoice
+from resdepth.models.architectures import cifar_blocks_per_stage, parse_depths
 from resdepth.config import ExperimentConfig, load_config, parse_override
-from resdepth.models import ModelSpec, build_model
-from resdepth.train import model_spec
+from resdepth.models.network import ModelSpec, build_model
+from resdepth.training.loop import model_spec
 
 from benchmarks.per_tap_conv import per_tap_conv
 
@@ -122,7 +123,7 @@ def compile_and_run_once(bench: Bench, indices: jax.Array) -> tuple[Any, Compile
 
 
 # The convolutions a benchmark can build CPU models with, for comparison: "resdepth" is what the
-# library picks for the backend (`resdepth.cpu_conv.conv_function`); "per-tap" is resdepth's
+# library picks for the backend (`resdepth.models.cpu_conv.conv_function`); "per-tap" is resdepth's
 # previous CPU convolution; "xla" is `lax.conv_general_dilated` with JAX's own gradients.
 CONVOLUTIONS: dict[str, Callable[..., jax.Array] | None] = {
     "resdepth": None, "per-tap": per_tap_conv, "xla": lax.conv_general_dilated}
@@ -135,12 +136,12 @@ def convolutions(kind: str) -> Iterator[None]:
     if conv is None:
         yield
         return
-    original = resdepth.models.conv_function
-    resdepth.models.conv_function = lambda: conv
+    original = resdepth.models.network.conv_function
+    resdepth.models.network.conv_function = lambda: conv
     try:
         yield
     finally:
-        resdepth.models.conv_function = original
+        resdepth.models.network.conv_function = original
 
 
 def usable_cores() -> int:

@@ -7,11 +7,11 @@ the median round. Compile time is reported apart from step time.
 
 Achieved FLOP/s counts 3 x the forward multiply-adds (forward, plus a backward of about twice
 the forward) x 2 FLOPs per multiply-add, with multiply-adds read off the model by
-`resdepth.complexity.count_multiply_adds`; BatchNorm, ReLU and the update are not counted. On a
+`resdepth.models.complexity.count_multiply_adds`; BatchNorm, ReLU and the update are not counted. On a
 known GPU the figure is also given as a fraction of the device's dense peak.
 
 `--compare per-tap,xla` also builds each depth with other convolutions (on CPU, where models use
-`resdepth.cpu_conv`): `per-tap`, resdepth's previous CPU convolution, and `xla`,
+`resdepth.models.cpu_conv`): `per-tap`, resdepth's previous CPU convolution, and `xla`,
 `lax.conv_general_dilated` with JAX's own gradients. The variants of one depth are compiled
 first and then timed in alternating rounds, so that load from other processes on a shared
 machine falls on all of them alike, and the ratio of their images/s is printed.
@@ -26,8 +26,8 @@ import time
 
 import jax
 
-from resdepth.architectures import InvalidChoice
-from resdepth.complexity import count_multiply_adds
+from resdepth.errors import InvalidChoice
+from resdepth.models.complexity import count_multiply_adds
 
 from benchmarks.train_setup import (CONVOLUTIONS, check_depths_and_batch, cifar_config,
                                     compile_and_run_once, convolutions, disable_persistent_cache,

@@ -1,3 +1,3 @@
-from resdepth.cli import main
+from resdepth.cli.app import main
 
 main()

@@ -20,8 +20,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
-from resdepth.architectures import (CIFAR_PAPER_DEPTHS, DATASET_FAMILIES, IMAGENET_DEPTHS,
-                                    SHORTCUT_OPTIONS, InvalidChoice, family_of, stage_plan)
+from resdepth.models.architectures import (
+    CIFAR_PAPER_DEPTHS, DATASET_FAMILIES, IMAGENET_DEPTHS, SHORTCUT_OPTIONS, family_of, stage_plan)
+from resdepth.errors import InvalidChoice
 
 
 class ConfigError(InvalidChoice):

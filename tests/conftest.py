@@ -26,7 +26,7 @@ os.environ["RESDEPTH_COMPILATION_CACHE"] = SESSION_COMPILATION_CACHE
 
 import jax  # noqa: E402
 
-from resdepth.jax_setup import enable_compilation_cache  # noqa: E402
+from resdepth.runtime.jax_setup import enable_compilation_cache  # noqa: E402
 
 enable_compilation_cache()
 
@@ -39,7 +39,7 @@ from resdepth.config import ExperimentConfig, load_config, parse_override  # noq
 @pytest.fixture(scope="session")
 def digits_data_dir(tmp_path_factory) -> str:
     """A TFDS data dir with resdepth_digits prepared (about 5 s, once per session)."""
-    from resdepth.data import load_dataset
+    from resdepth.data.datasets import load_dataset
 
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     config = load_config("digits").data
@@ -74,9 +74,9 @@ def stop_at(step: int, kind: str = "train") -> tuple[threading.Event, callable]:
 def recorded_runs(tmp_path_factory, digits_data_dir) -> Path:
     """An experiment folder of real tiny digits runs: plain/residual 8 and 14 (seed 0) and
     residual 8 seed 1, 30 iterations each, with layer responses for the seed-0 runs."""
-    from resdepth.analyze import analyze_run
-    from resdepth.sweep import run_dir_for
-    from resdepth.train import train_and_evaluate
+    from resdepth.evaluate.analyze import analyze_run
+    from resdepth.training.sweep import run_dir_for
+    from resdepth.training.loop import train_and_evaluate
 
     out = tmp_path_factory.mktemp("results")
     for depth, residual, seed in ((8, False, 0), (8, True, 0), (14, False, 0), (14, True, 0), (8, True, 1)):

@@ -24,9 +24,9 @@ jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processe
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import tiny_config  # noqa: E402  (also sets strict dtype promotion, as in pytest)
 
-import resdepth.run_files as run_files  # noqa: E402
-import resdepth.train as train  # noqa: E402
-from resdepth.sweep import GridPoint, run_sweep  # noqa: E402
+import resdepth.rundir.files as run_files  # noqa: E402
+import resdepth.training.loop as train  # noqa: E402
+from resdepth.training.sweep import GridPoint, run_sweep  # noqa: E402
 
 written: list[str] = []  # every run file this process writes: config, summary, metrics rows
 _write_json, _append = train.write_json, run_files.MetricsLog.append

@@ -8,7 +8,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from resdepth.cli import app
+from resdepth.cli.app import app
 from resdepth.config import ConfigError, load_config, parse_override
 
 runner = CliRunner()

@@ -20,8 +20,8 @@ from rich.console import Console
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from resdepth.cli import RunDisplay, app
-from resdepth.train import Event
+from resdepth.cli.app import RunDisplay, app
+from resdepth.training.loop import Event
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,7 +200,7 @@ def test_no_tensorflow_noise_and_the_compilation_cache_is_reused(tmp_path):
 
 
 def test_offline_cifar10_fails_in_seconds_with_one_line(tmp_path):
-    from resdepth.data import DOWNLOAD_URLS, unreachable
+    from resdepth.data.datasets import DOWNLOAD_URLS, unreachable
 
     env = _clean_env(RESDEPTH_COMPILATION_CACHE="0")
     if unreachable(DOWNLOAD_URLS["cifar10"]) is None:  # this machine is online: cut it off
@@ -217,7 +217,7 @@ def test_offline_cifar10_fails_in_seconds_with_one_line(tmp_path):
 
 
 def test_compilation_cache_folder_and_switch(tmp_path):
-    from resdepth.jax_setup import compilation_cache_dir
+    from resdepth.runtime.jax_setup import compilation_cache_dir
 
     assert compilation_cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "resdepth" / "jax"
     assert compilation_cache_dir({"HOME": "/h"}) == Path.home() / ".cache" / "resdepth" / "jax"
@@ -228,7 +228,7 @@ def test_compilation_cache_folder_and_switch(tmp_path):
 
 
 def test_descriptor_level_stderr_is_swallowed_and_replayed_on_failure(capfd):
-    from resdepth.quiet import stderr_descriptor_captured
+    from resdepth.runtime.quiet import stderr_descriptor_captured
 
     with stderr_descriptor_captured():
         os.write(2, b"C++ start-up chatter\n")

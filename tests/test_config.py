@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from resdepth.cli import app
-from resdepth.config import (RULES, UNCHECKED, ConfigError, ExperimentConfig, config_from_dict,
-                             config_to_toml, load_config, parse_override, validate)
+from resdepth.cli.app import app
+from resdepth.config import (
+    RULES, UNCHECKED, ConfigError, ExperimentConfig, config_from_dict, config_to_toml, load_config,
+    parse_override, validate)
 
 runner = CliRunner()
 EXPERIMENTS = sorted(Path(str(resources.files("resdepth") / "experiments")).glob("*.toml"))
@@ -212,7 +213,7 @@ def one_line_error(result) -> str:
     ("demo", None, []),
 ], ids=["default", "digits-overridden", "imagenet", "table6", "demo"])
 def test_config_prints_toml_that_loads_back_as_the_same_config(tmp_path, experiment, dataset, sets):
-    from resdepth.cli import _build_config
+    from resdepth.cli.app import _build_config
 
     args = [*(["--experiment", experiment] if experiment else []), *(["--dataset", dataset] if dataset else []),
             *(arg for text in sets for arg in ("--set", text))]

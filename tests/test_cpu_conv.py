@@ -1,6 +1,6 @@
 """The CPU convolution against `lax.conv_general_dilated` and JAX's own gradients.
 
-`resdepth.cpu_conv.cpu_conv` must be the same function as `lax.conv_general_dilated` with the
+`resdepth.models.cpu_conv` must be the same function as `lax.conv_general_dilated` with the
 paper's padding, with the same gradients (within float rounding: 1e-6 of the largest value),
 in a scanned stage as well as outside one, and its three convolutions must stay in the one form
 XLA's CPU library kernels take (which is the point of it: speed inside scans); maps of 2x2
@@ -18,10 +18,10 @@ import pytest
 from flax import nnx
 from jax import lax
 
-import resdepth.models
-from resdepth.cpu_conv import NHWC_HWIO, cpu_conv
-from resdepth.models import ModelSpec, build_model, paper_padding
-from resdepth.xla_flags import YNN_CONVOLUTIONS_OFF, set_xla_flags
+import resdepth.models.network
+from resdepth.models.cpu_conv import NHWC_HWIO, cpu_conv
+from resdepth.models.network import ModelSpec, build_model, paper_padding
+from resdepth.runtime.xla_flags import YNN_CONVOLUTIONS_OFF, set_xla_flags
 
 TOLERANCE = 1e-6  # relative to the largest magnitude of the reference
 
@@ -140,7 +140,7 @@ def test_resnet_loss_and_gradients_match_the_lax_convolution(depth, monkeypatch)
     images = jax.random.normal(jax.random.key(4), (4, 16, 16, 3))
     labels = jnp.array([0, 3, 5, 9])
     loss, grads = model_loss_and_grads(spec, images, labels)
-    monkeypatch.setattr(resdepth.models, "conv_function", lambda: lax.conv_general_dilated)
+    monkeypatch.setattr(resdepth.models.network, "conv_function", lambda: lax.conv_general_dilated)
     expected_loss, expected_grads = model_loss_and_grads(spec, images, labels)
     assert_close(loss, expected_loss)
     actual_leaves, actual_tree = jax.tree.flatten(grads)
@@ -170,7 +170,7 @@ def test_xla_flags_are_set_only_on_measured_jaxlib_versions(version, before, aft
 
 
 def test_small_maps_are_one_matrix_product_inside_a_scan_too():
-    from resdepth.cpu_conv import TINY_MAP_PIXELS
+    from resdepth.models.cpu_conv import TINY_MAP_PIXELS
 
     assert TINY_MAP_PIXELS == 4  # 2x2: the digits nets' third stage
     x = jax.random.normal(jax.random.key(4), (4, 2, 2, 6))

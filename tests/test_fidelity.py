@@ -12,12 +12,12 @@ import pytest
 from flax import nnx
 from typer.testing import CliRunner
 
-from resdepth import step as steps
-from resdepth.cli import app
+from resdepth.training import step as steps
+from resdepth.cli.app import app
 from resdepth.config import load_config, parse_override
-from resdepth.models import ConvBN, GroupedBatchNorm, ModelSpec, build_model, caffe_max_pool
-from resdepth.sweep import run_dir_for
-from resdepth.train import train_and_evaluate
+from resdepth.models.network import ConvBN, GroupedBatchNorm, ModelSpec, build_model, caffe_max_pool
+from resdepth.training.sweep import run_dir_for
+from resdepth.training.loop import train_and_evaluate
 
 from conftest import stop_at, tiny_config
 
@@ -53,7 +53,7 @@ def test_one_hot_image_reaches_branch_and_shortcut_at_the_same_output_pixel():
     """An image that is zero except one pixel at (2i, 2j): the shortcut carries it to output
     (i, j), and the strided conv's tap at its centre does too (and no other output pixel's
     centre tap). Fails on "SAME", which centres output (i, j) on (2i+1, 2j+1)."""
-    from resdepth.models import zero_pad_shortcut
+    from resdepth.models.network import zero_pad_shortcut
 
     model = build_model(ModelSpec("cifar", 20), seed=0)
     conv = model.stages[1].first.layers[0].conv

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from resdepth.plots import (build_degradation, build_figure4, build_figure6, build_figure7,
-                            plot_folder)
-from resdepth.results import VALIDATION, build_record, load_runs
+from resdepth.results.plots import (
+    build_degradation, build_figure4, build_figure6, build_figure7, plot_folder)
+from resdepth.results.reading import VALIDATION, build_record, load_runs
 
 
 def curve_run(arch: str, depth: int, final_train: float, final_test: float, seed: int = 0,

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from resdepth import imagenet_input, multicrop
+from resdepth.data import imagenet_input, multicrop
 from resdepth.config import DataConfig
 
 IMAGENET = DataConfig(dataset="imagenet")
@@ -90,7 +90,7 @@ def test_require_imagenet_names_both_archives_and_the_manual_folder(tmp_path):
 
 
 def test_importing_the_input_modules_loads_neither_tensorflow_nor_jax():
-    code = ("import sys, resdepth.imagenet_input, resdepth.multicrop; "
+    code = ("import sys, resdepth.data.imagenet_input, resdepth.data.multicrop; "
             "print(sorted({'tensorflow', 'tensorflow_datasets', 'jax'} & set(sys.modules)))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
@@ -184,8 +184,8 @@ def test_resnet18_trains_through_the_real_loader_and_decides_plateaus_on_held_ou
     import threading
 
     from resdepth.config import load_config, parse_override
-    from resdepth.imagenet_eval import evaluate_run
-    from resdepth.train import train_and_evaluate
+    from resdepth.evaluate.imagenet import evaluate_run
+    from resdepth.training.loop import train_and_evaluate
 
     # 64-pixel crops keep the CPU test short; the pipeline is the 224 one otherwise. Patience 1
     # and a threshold of 1.0: no evaluation after the first counts as an improvement, so the
@@ -233,7 +233,7 @@ def test_resnet18_trains_through_the_real_loader_and_decides_plateaus_on_held_ou
 def test_missing_archives_exit_code_2_through_the_cli(tmp_path):
     from typer.testing import CliRunner
 
-    from resdepth.cli import app
+    from resdepth.cli.app import app
 
     result = CliRunner().invoke(app, ["train", "--dataset", "imagenet", "--depth", "18",
                                       "--data-dir", str(tmp_path / "tfds"), "--out", str(tmp_path / "out")])
@@ -272,9 +272,9 @@ def plateau_decisions(errors, *overrides):
 
     import jax.numpy as jnp
 
-    from resdepth import step as steps
+    from resdepth.training import step as steps
     from resdepth.config import load_config, parse_override
-    from resdepth.train import _plateau_update
+    from resdepth.training.loop import _plateau_update
 
     @dataclasses.dataclass
     class State:
@@ -319,7 +319,7 @@ def test_plateau_patience_and_threshold_are_honoured():
 
 def indexed_dataset(size):
     """An InMemoryDataset whose training image i is filled with i (uint8) and labelled i % 10."""
-    from resdepth.data import InMemoryDataset
+    from resdepth.data.datasets import InMemoryDataset
 
     images = np.broadcast_to(np.arange(size, dtype=np.uint8)[:, None, None, None], (size, 2, 2, 1))
     return InMemoryDataset("digits", images.copy(), np.arange(size, dtype=np.int32) % 10,
@@ -328,7 +328,7 @@ def indexed_dataset(size):
 
 
 def test_split_off_holdout_is_a_fixed_disjoint_part_of_the_training_images():
-    from resdepth.sources import split_off_holdout
+    from resdepth.training.sources import split_off_holdout
 
     data = indexed_dataset(100)
     rest, (held_images, held_labels) = split_off_holdout(data, 20)
@@ -345,9 +345,9 @@ def test_split_off_holdout_is_a_fixed_disjoint_part_of_the_training_images():
 
 
 def test_plateau_refusals_are_one_line_choices():
-    from resdepth.architectures import InvalidChoice
+    from resdepth.errors import InvalidChoice
     from resdepth.config import DataConfig, ExperimentConfig, OptimConfig
-    from resdepth.sources import plateau_holdout_examples, split_off_holdout
+    from resdepth.training.sources import plateau_holdout_examples, split_off_holdout
 
     def config(schedule, holdout=5000):  # built directly: load_config's own checks would refuse first
         return ExperimentConfig(data=DataConfig(dataset="digits", plateau_holdout_examples=holdout),
@@ -368,11 +368,11 @@ def test_device_resident_source_evaluates_the_holdout_of_digits(digits_data_dir)
     from flax import nnx
 
     from conftest import tiny_config
-    from resdepth import step as steps
-    from resdepth.data import load_dataset
-    from resdepth.models import build_model
-    from resdepth.sources import DeviceResidentSource
-    from resdepth.train import model_spec
+    from resdepth.training import step as steps
+    from resdepth.data.datasets import load_dataset
+    from resdepth.models.network import build_model
+    from resdepth.training.sources import DeviceResidentSource
+    from resdepth.training.loop import model_spec
 
     config = tiny_config(digits_data_dir, "optim.lr_schedule='plateau'",
                          "data.plateau_holdout_examples=97", steps=2)

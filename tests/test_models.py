@@ -7,9 +7,10 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from resdepth.architectures import InvalidChoice, stage_plan
-from resdepth.complexity import count_multiply_adds, count_params
-from resdepth.models import ModelSpec, abstract_model, build_model
+from resdepth.errors import InvalidChoice
+from resdepth.models.architectures import stage_plan
+from resdepth.models.complexity import count_multiply_adds, count_params
+from resdepth.models.network import ModelSpec, abstract_model, build_model
 
 CIFAR_PARAMS = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_962, 1202: 19_421_274}
 IMAGENET_PARAMS = {18: 11_689_512, 34: 21_797_672, 50: 25_557_032, 101: 44_549_160, 152: 60_192_808}

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from resdepth.architectures import InvalidChoice
-from resdepth.cli import app
+from resdepth.errors import InvalidChoice
+from resdepth.cli.app import app
 from resdepth.config import load_config
-from resdepth.run_lock import LOCK_FILE, RunLock, RunLocked, holder
-from resdepth.sweep import GridPoint, expand_grid, resolve_shard, run_sweep
+from resdepth.rundir.lock import LOCK_FILE, RunLock, RunLocked, holder
+from resdepth.training.sweep import GridPoint, expand_grid, resolve_shard, run_sweep
 
 from conftest import tiny_config
 
@@ -51,7 +51,7 @@ def hold_lock_in_subprocess(run_dir: Path) -> subprocess.Popen:
     """Another process holding `run_dir`'s lock until killed; returns once it holds it."""
     script = textwrap.dedent(f"""
         import sys, time
-        from resdepth.run_lock import RunLock
+        from resdepth.rundir.lock import RunLock
         lock = RunLock({str(run_dir)!r}).acquire()  # kept: a dropped lock object unlocks
         print("held", flush=True)
         time.sleep(600)
@@ -103,7 +103,7 @@ def test_train_on_a_locked_run_exits_2_naming_host_and_pid(tmp_path, digits_data
 
 def stand_in_training(monkeypatch, calls: list[str]) -> None:
     """train_and_evaluate replaced by a run that completes at once (the sweep around it is real)."""
-    import resdepth.train as train
+    import resdepth.training.loop as train
 
     def finished(config, run_dir, on_event=None, stop=None):
         calls.append(run_dir.name)
@@ -144,7 +144,7 @@ def test_run_sweep_reports_locked_runs(tmp_path, digits_data_dir, monkeypatch):
 
 
 def test_a_packed_session_claims_the_free_runs_of_its_seeds(tmp_path):
-    from resdepth.sweep import claim_runs
+    from resdepth.training.sweep import claim_runs
 
     seeds = [tmp_path / "exp" / f"resnet-8-A-seed{seed}" for seed in range(3)]
     with RunLock(seeds[1]):
@@ -218,7 +218,7 @@ def test_repeated_grid_points_are_one_run():
 # -------------------------------------------------------------------------------------- status
 def write_run(folder: Path, name: str, *, summary: dict | None = None, rows: list[dict] = (),
               total_steps: int = 100, batch_size: int = 32) -> Path:
-    """A run directory as train.py writes it (config.json, metrics.jsonl, maybe summary.json)."""
+    """A run directory as training/loop.py writes it (config.json, metrics.jsonl, maybe summary.json)."""
     run_dir = folder / name
     run_dir.mkdir(parents=True)
     config = load_config("digits").to_dict()
@@ -334,7 +334,7 @@ def damaged(tmp_path):
 
 
 def test_damaged_files_are_warned_about_by_name_and_the_rest_is_read(damaged, warnings_logged):
-    from resdepth.results import load_runs
+    from resdepth.results.reading import load_runs
 
     runs = {run.name: run for run in load_runs(damaged)}
     assert set(runs) == {"plain-8-seed0", "plain-8-seed1", "plain-8-seed2", "plain-8-seed3",
@@ -385,7 +385,7 @@ def test_a_run_failing_before_training_leaves_no_folder(tmp_path, digits_data_di
 
 # ------------------------------------------------------------------------------------ evaluate
 def test_evaluate_takes_experiment_folders_and_passes_over_files(tmp_path, monkeypatch):
-    import resdepth.imagenet_eval as imagenet_eval
+    import resdepth.evaluate.imagenet as imagenet_eval
 
     evaluated = []
 

@@ -9,11 +9,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from resdepth import step as steps
+from resdepth.training import step as steps
 from resdepth.config import load_config, parse_override
-from resdepth.models import build_model
-from resdepth.sweep import GridPoint, run_dir_for, run_sweep
-from resdepth.train import model_spec, train_and_evaluate, train_packed
+from resdepth.models.network import build_model
+from resdepth.training.sweep import GridPoint, run_dir_for, run_sweep
+from resdepth.training.loop import model_spec, train_and_evaluate, train_packed
 
 from conftest import stop_at, tiny_config
 
@@ -105,7 +105,7 @@ def test_vmapped_pack_matches_each_seed_to_float_rounding(monkeypatch):
 
 def test_auto_packs_seeds_on_tpus_only_and_true_or_false_wins(monkeypatch):
     # "auto" follows the H200 measurement (packed seeds slower than one at a time on a GPU).
-    from resdepth import sweep
+    from resdepth.training import sweep
 
     auto = load_config("cifar10", [])
     assert auto.sweep.pack_seeds == "auto"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from resdepth.cli import app
+from resdepth.cli.app import app
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from resdepth.results import load_runs
-from resdepth.tables import experiment_tables
+from resdepth.results.reading import load_runs
+from resdepth.results.tables import experiment_tables
 
 runner = CliRunner()
 # Attributes that make a browser fetch something; in a self-contained page they may only point
@@ -85,7 +85,7 @@ def assert_self_contained(text: str, page: Page) -> None:
 
 
 def test_report_of_recorded_runs(recorded_runs: Path, tmp_path: Path):
-    from resdepth.cli import app
+    from resdepth.cli.app import app
 
     experiment = Path(shutil.copytree(recorded_runs, tmp_path / "recorded",
                                       ignore=shutil.ignore_patterns("checkpoints")))
@@ -150,7 +150,7 @@ ROWS = [{"type": "train", "step": 10, "train_error": 0.5, "train_loss": 1.0},
 
 
 def test_report_shows_status_differences_and_escapes_text(tmp_path: Path):
-    from resdepth.report import write_report
+    from resdepth.results.report import write_report
 
     experiment = tmp_path / "hand"
     hostile = '<script>alert("x")</script> & <b>bold</b>'
@@ -193,7 +193,7 @@ def test_report_shows_status_differences_and_escapes_text(tmp_path: Path):
 
 
 def test_report_of_a_folder_of_experiments_and_of_nothing(tmp_path: Path):
-    from resdepth.cli import app
+    from resdepth.cli.app import app
 
     for name in ("one", "two"):
         write_run(tmp_path / "results" / name / "plain-8-seed0", digits_config(8, False), ROWS,

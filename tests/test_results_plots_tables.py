@@ -20,13 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from resdepth import paper_figures
-from resdepth.plots import plot_folder
-from resdepth.results import (NoRunsFound, build_record, find_experiments, group_runs,
-                              load_run, load_runs, require_experiments, summarize)
-from resdepth.run_files import write_bytes_atomically
-from resdepth.tables import (Table, cifar_table, experiment_tables, format_params,
-                             imagenet_table, runs_table, to_markdown, write_table)
+from resdepth.results import paper as paper_figures
+from resdepth.results.plots import plot_folder
+from resdepth.results.reading import (
+    NoRunsFound, build_record, find_experiments, group_runs, load_run, load_runs,
+    require_experiments, summarize)
+from resdepth.rundir.files import write_bytes_atomically
+from resdepth.results.tables import (
+    Table, cifar_table, experiment_tables, format_params, imagenet_table, runs_table, to_markdown,
+    write_table)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 RUN_NAME = re.compile(r"^(plain|resnet)-(\d+)(?:-[ABC])?-seed(\d+)(?:-[A-Za-z0-9_.-]+)?$")
@@ -284,7 +286,7 @@ def test_atomic_write_leaves_only_the_file(tmp_path: Path):
 
 
 def test_reading_results_never_imports_jax():
-    code = ("import sys, resdepth.results, resdepth.plots, resdepth.tables; "
+    code = ("import sys, resdepth.results.reading, resdepth.results.plots, resdepth.results.tables; "
             "print('jax' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"

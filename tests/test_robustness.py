@@ -47,10 +47,10 @@ def metric_rows(run_dir: Path) -> list[dict]:
 def checkpoint_params(run_dir: Path, config) -> tuple[int, list[np.ndarray]]:
     """(step, parameter arrays) of a run's latest Orbax checkpoint, restored on this process's
     devices whatever mesh wrote it."""
-    from resdepth import step as steps
-    from resdepth.checkpoints import Checkpointer, abstract_like
-    from resdepth.models import build_model
-    from resdepth.train import model_spec
+    from resdepth.training import step as steps
+    from resdepth.training.checkpoints import Checkpointer, abstract_like
+    from resdepth.models.network import build_model
+    from resdepth.training.loop import model_spec
 
     mesh = steps.make_mesh()
     _, state = steps.init_state(config, build_model(model_spec(config, 10), config.run.seed, 1), mesh)
@@ -64,7 +64,7 @@ def checkpoint_params(run_dir: Path, config) -> tuple[int, list[np.ndarray]]:
 
 @pytest.mark.slow
 def test_two_processes_train_exactly_as_one_and_only_process_0_writes(tmp_path, digits_data_dir):
-    from resdepth.sweep import GridPoint, run_sweep
+    from resdepth.training.sweep import GridPoint, run_sweep
 
     steps, port = 10, free_port()
     env = child_env(XLA_FLAGS="--xla_force_host_platform_device_count=2",

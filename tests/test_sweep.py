@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from resdepth.config import load_config
-from resdepth.sweep import GridPoint, expand_grid, parse_shard, run_sweep, shard
+from resdepth.training.sweep import GridPoint, expand_grid, parse_shard, run_sweep, shard
 
 from conftest import tiny_config
 
@@ -80,7 +80,7 @@ def test_sweep_skips_done_resumes_interrupted_and_records_divergence(tmp_path, d
 
 
 def test_a_crashing_run_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path, digits_data_dir, monkeypatch):
-    import resdepth.train as train
+    import resdepth.training.loop as train
 
     real = train.train_and_evaluate
 
@@ -129,7 +129,7 @@ def test_ctrl_c_then_rerun_finishes_the_grid_with_nothing_lost_or_repeated(tmp_p
 
 def test_dry_run_lists_runs_with_parameters_and_cost():
     from typer.testing import CliRunner
-    from resdepth.cli import app
+    from resdepth.cli.app import app
 
     result = CliRunner().invoke(app, ["sweep", "--experiment", "table6", "--dry-run"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output

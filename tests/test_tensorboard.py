@@ -16,9 +16,10 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import tiny_config
-from resdepth.run_files import read_jsonl
-from resdepth.tensorboard_log import TENSORBOARD_DIR, TensorBoardLog, scalars, with_tensorboard
-from resdepth.train import Event
+from resdepth.rundir.files import read_jsonl
+from resdepth.training.tensorboard_log import (
+    TENSORBOARD_DIR, TensorBoardLog, scalars, with_tensorboard)
+from resdepth.training.loop import Event
 
 runner = CliRunner()
 
@@ -71,7 +72,7 @@ def test_scalars_are_the_numeric_fields_of_a_row_tagged_by_row_type():
 
 def test_a_run_writes_its_metrics_rows_as_events(digits_data_dir, tmp_path):
     """A real run with run.tensorboard: each tag's points are the rows of metrics.jsonl."""
-    from resdepth.train import train_and_evaluate
+    from resdepth.training.loop import train_and_evaluate
 
     config = tiny_config(digits_data_dir, "run.tensorboard=true", steps=20)
     run_dir = tmp_path / "run"
@@ -136,7 +137,7 @@ SHORT = ["--steps", "10", "--set", "optim.lr_boundaries_steps=[]"]
     ["train", "--dataset", "digits", "--depth", "8", "--set", "run.tensorboard=true"],
 ])
 def test_tensorboard_flag_and_setting_write_the_rows(command, tmp_path, monkeypatch):
-    from resdepth import train
+    from resdepth.training import loop as train
 
     monkeypatch.setattr(train, "train_and_evaluate", fake_training(ROWS))
     result = runner.invoke(app(), [*command, *SHORT, "--out", str(tmp_path)])
@@ -146,7 +147,7 @@ def test_tensorboard_flag_and_setting_write_the_rows(command, tmp_path, monkeypa
 
 
 def test_without_the_flag_no_event_files(tmp_path, monkeypatch):
-    from resdepth import train
+    from resdepth.training import loop as train
 
     monkeypatch.setattr(train, "train_and_evaluate", fake_training(ROWS))
     result = runner.invoke(app(), ["train", "--dataset", "digits", "--depth", "8", *SHORT,
@@ -167,6 +168,6 @@ def test_only_process_zero_writes(tmp_path, monkeypatch):
 
 
 def app():
-    from resdepth.cli import app
+    from resdepth.cli.app import app
 
     return app

@@ -14,14 +14,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from resdepth import step as steps
-from resdepth.augment import random_crop_flip
-from resdepth.checkpoints import Checkpointer
+from resdepth.training import step as steps
+from resdepth.data.augment import random_crop_flip
+from resdepth.training.checkpoints import Checkpointer
 from resdepth.config import load_config, parse_override
-from resdepth.data import BatchOrder, load_dataset
-from resdepth.run_files import run_name
-from resdepth.sweep import run_dir_for
-from resdepth.train import train_and_evaluate, warmup_should_end
+from resdepth.data.datasets import BatchOrder, load_dataset
+from resdepth.rundir.files import run_name
+from resdepth.training.sweep import run_dir_for
+from resdepth.training.loop import train_and_evaluate, warmup_should_end
 
 from conftest import stop_at, tiny_config
 
@@ -37,9 +37,9 @@ def without_wall(rows):
 
 
 def final_params(run_dir, config):
-    from resdepth.checkpoints import abstract_like
-    from resdepth.models import build_model
-    from resdepth.train import model_spec
+    from resdepth.training.checkpoints import abstract_like
+    from resdepth.models.network import build_model
+    from resdepth.training.loop import model_spec
 
     _, state = steps.init_state(config, build_model(model_spec(config, 10), 0, 1), steps.make_mesh())
     restored = Checkpointer(run_dir, 2).restore_latest(abstract_like(state))
@@ -175,9 +175,9 @@ def test_augmentation_crops_inside_padding_flips_half_and_leaves_test_images_alo
 def test_eval_uses_the_single_original_view(tmp_path, digits_data_dir):
     config = tiny_config(digits_data_dir, steps=2)
     data = load_dataset(config.data)
-    from resdepth.models import build_model
-    from resdepth.sources import DeviceResidentSource
-    from resdepth.train import model_spec
+    from resdepth.models.network import build_model
+    from resdepth.training.sources import DeviceResidentSource
+    from resdepth.training.loop import model_spec
 
     mesh = steps.make_mesh()
     graphdef, state = steps.init_state(config, build_model(model_spec(config, 10), 0, 1), mesh)
@@ -213,11 +213,11 @@ def test_forced_nan_is_reported_as_diverged(tmp_path, digits_data_dir):
 FOUR_DEVICE_SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
-    from resdepth import step as steps
+    from resdepth.training import step as steps
     from resdepth.config import load_config, parse_override
-    from resdepth.models import build_model
-    from resdepth.train import model_spec
-    from resdepth.sources import to_global as _to_global
+    from resdepth.models.network import build_model
+    from resdepth.training.loop import model_spec
+    from resdepth.training.sources import to_global as _to_global
     assert jax.device_count() == 4
     # Batch 128 in BatchNorm groups of 64 (the paper's two GPUs): on 4 devices each group
     # spans two devices' shares, and must be normalized exactly as on one device.

@@ -19,9 +19,9 @@ from typing import Callable, Iterable, Literal
 
 import numpy as np
 
-from resdepth.architectures import InvalidChoice
-from resdepth.imagenet_input import (IMAGE_SIZE, IMAGENET_RGB_MEAN, TEST_SHORTER_SIDE,
-                                     resize_bilinear)
+from resdepth.errors import InvalidChoice
+from resdepth.data.imagenet_input import (
+    IMAGE_SIZE, IMAGENET_RGB_MEAN, TEST_SHORTER_SIDE, resize_bilinear)
 
 LogitsFn = Callable[[np.ndarray], np.ndarray]
 Mode = Literal["center", "10crop", "multiscale"]

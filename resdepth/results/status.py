@@ -1,7 +1,7 @@
 """Where a study stands: one row per run under a results folder, read from the run files alone.
 
 Safe to call while sweeps write to the folder (on this machine or others sharing it): it
-reads summary.json, config.json and metrics.jsonl, and asks each run's lock (run_lock.py)
+reads summary.json, config.json and metrics.jsonl, and asks each run's lock (rundir/lock.py)
 whether a process holds it, which is what tells a live run from one whose process died.
 """
 
@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from resdepth.results import NoRunsFound, RunFiles, read_run_files
-from resdepth.run_files import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
-from resdepth.run_lock import LOCK_FILE, holder
+from resdepth.results.reading import NoRunsFound, RunFiles, read_run_files
+from resdepth.rundir.files import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
+from resdepth.rundir.lock import LOCK_FILE, holder
 
 RUN_FILES = (SUMMARY_FILE, METRICS_FILE, CONFIG_FILE, LOCK_FILE)
 

@@ -13,9 +13,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from resdepth.architectures import InvalidChoice
+from resdepth.errors import InvalidChoice
 from resdepth.config import ExperimentConfig
-from resdepth.run_identity import flatten
+from resdepth.rundir.identity import flatten
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -49,7 +49,7 @@ def check_same_run(run_dir: Path, config: ExperimentConfig) -> None:
     one directory (a longer schedule reported as the old one, a resumed run at another rate).
     """
     from resdepth.config import ConfigError, config_from_dict
-    from resdepth.run_identity import differing_keys
+    from resdepth.rundir.identity import differing_keys
 
     saved = read_json(run_dir / CONFIG_FILE)
     if saved is None:
@@ -139,7 +139,7 @@ def code_version() -> str:
     """The git commit of the checkout (with '+dirty' if modified), else the package version."""
     from importlib.metadata import version
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
                              capture_output=True, check=True, timeout=5).stdout.strip()

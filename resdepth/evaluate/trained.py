@@ -6,9 +6,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from resdepth.architectures import InvalidChoice
+from resdepth.errors import InvalidChoice
 from resdepth.config import ExperimentConfig, config_from_dict
-from resdepth.run_files import CONFIG_FILE, read_json
+from resdepth.rundir.files import CONFIG_FILE, read_json
 
 
 @dataclasses.dataclass
@@ -22,10 +22,10 @@ class TrainedRun:
 def load_trained_run(run_dir: Path, num_classes: int, in_channels: int,
                      data_dir: str | None = None) -> TrainedRun:
     """Restores the newest readable checkpoint of `run_dir`, or InvalidChoice."""
-    from resdepth import step as steps
-    from resdepth.checkpoints import Checkpointer, abstract_like
-    from resdepth.models import build_model
-    from resdepth.train import model_spec
+    from resdepth.training import step as steps
+    from resdepth.training.checkpoints import Checkpointer, abstract_like
+    from resdepth.models.network import build_model
+    from resdepth.training.loop import model_spec
 
     config = run_config(run_dir, data_dir)
     model = build_model(model_spec(config, num_classes), config.run.seed, in_channels)

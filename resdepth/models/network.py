@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from resdepth.architectures import BlockKind, StagePlan, stage_plan
-from resdepth.cpu_conv import KEEP_CONV_OUTPUTS, conv_function, cpu_conv
+from resdepth.models.architectures import BlockKind, StagePlan, stage_plan
+from resdepth.models.cpu_conv import KEEP_CONV_OUTPUTS, conv_function, cpu_conv
 
 Shortcut = Literal["A", "B", "C"]
 

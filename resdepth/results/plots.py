@@ -18,10 +18,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from resdepth import run_identity
-from resdepth.results import (TEST, VALIDATION, RunGroup, RunRecord, group_runs, load_runs,
-                              name_variants, require_experiments)
-from resdepth.run_files import write_bytes_atomically
+from resdepth.rundir import identity as run_identity
+from resdepth.results.reading import (
+    TEST, VALIDATION, RunGroup, RunRecord, group_runs, load_runs, name_variants,
+    require_experiments)
+from resdepth.rundir.files import write_bytes_atomically
 
 FORMATS = ("png", "svg")
 PNG_DPI = 150

@@ -21,12 +21,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from resdepth import plots, run_identity
-from resdepth.results import (COMPLETED, TEST, VALIDATION, RunRecord, load_runs,
-                              require_experiments)
-from resdepth.run_files import (CONFIG_FILE, SUMMARY_FILE, code_version, read_json,
-                                write_bytes_atomically)
-from resdepth.tables import MISSING, Table, experiment_tables, format_percent
+from resdepth.results import plots
+from resdepth.rundir import identity as run_identity
+from resdepth.results.reading import (
+    COMPLETED, TEST, VALIDATION, RunRecord, load_runs, require_experiments)
+from resdepth.rundir.files import (
+    CONFIG_FILE, SUMMARY_FILE, code_version, read_json, write_bytes_atomically)
+from resdepth.results.tables import MISSING, Table, experiment_tables, format_percent
 
 REPORT_FILE = "report.html"
 # The settings a depth sweep varies on purpose; any other difference is worth a second look.

@@ -16,10 +16,12 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from resdepth import paper_figures, run_identity
-from resdepth.results import (TEST, VALIDATION, RunGroup, RunRecord, Stat, group_runs, load_runs,
-                              require_experiments, summarize)
-from resdepth.run_files import write_bytes_atomically
+from resdepth.results import paper as paper_figures
+from resdepth.rundir import identity as run_identity
+from resdepth.results.reading import (
+    TEST, VALIDATION, RunGroup, RunRecord, Stat, group_runs, load_runs, require_experiments,
+    summarize)
+from resdepth.rundir.files import write_bytes_atomically
 
 MISSING = "—"
 TABLE_FILE = "table.md"

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from resdepth.architectures import InvalidChoice, family_of
-from resdepth.run_files import write_json
-from resdepth.step import make_logits_step
-from resdepth.trained import load_trained_run, run_config
+from resdepth.errors import InvalidChoice
+from resdepth.models.architectures import family_of
+from resdepth.rundir.files import write_json
+from resdepth.training.step import make_logits_step
+from resdepth.evaluate.trained import load_trained_run, run_config
 
 RESULT_FILES = {"10crop": "tencrop.json", "multiscale": "multiscale.json"}
 
@@ -23,7 +24,7 @@ RESULT_FILES = {"10crop": "tencrop.json", "multiscale": "multiscale.json"}
 def evaluate_run(run_dir: Path, mode: str, data_dir: str | None = None,
                  manual_dir: str | None = None, limit: int | None = None) -> dict[str, Any]:
     """Tests a trained ImageNet run on the validation split; `limit` caps the image count."""
-    from resdepth import imagenet_input, multicrop
+    from resdepth.data import imagenet_input, multicrop
 
     if mode not in RESULT_FILES:
         raise InvalidChoice(f"unknown test mode {mode!r}; choose 10crop or multiscale")

@@ -1,7 +1,7 @@
 """One experiment from start (or its latest checkpoint) to summary.json.
 
 `train_and_evaluate(config, run_dir, on_event)` owns every side effect of a run: loading data,
-the compiled steps of `step.py`, metrics.jsonl, evaluations, Orbax checkpoints, the warm-up
+the compiled steps of `training/step.py`, metrics.jsonl, evaluations, Orbax checkpoints, the warm-up
 switch, divergence and interruption. It never prints: progress goes to `on_event` as
 `Event`s, which the CLI renders.
 """
@@ -21,16 +21,18 @@ from typing import Any, Callable, Iterator
 import jax
 import jax.numpy as jnp
 
-from resdepth.architectures import InvalidChoice, family_of
-from resdepth.checkpoints import Checkpointer, abstract_like
-from resdepth.complexity import count_params
+from resdepth.errors import InvalidChoice
+from resdepth.models.architectures import family_of
+from resdepth.training.checkpoints import Checkpointer, abstract_like
+from resdepth.models.complexity import count_params
 from resdepth.config import ExperimentConfig
-from resdepth.models import ModelSpec, build_model
-from resdepth.run_files import (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, MetricsLog, check_same_run,
-                                code_version, ensure_writable, read_json, write_json)
-from resdepth.run_identity import fingerprint, recipe_fingerprint
-from resdepth import step as steps
-from resdepth.sources import host_value, make_source
+from resdepth.models.network import ModelSpec, build_model
+from resdepth.rundir.files import (
+    CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, MetricsLog, check_same_run, code_version,
+    ensure_writable, read_json, write_json)
+from resdepth.rundir.identity import fingerprint, recipe_fingerprint
+from resdepth.training import step as steps
+from resdepth.training.sources import host_value, make_source
 
 
 @dataclasses.dataclass
@@ -382,7 +384,7 @@ def _plateau_update(config: ExperimentConfig, state: steps.TrainState, host: dic
     """The "divide by 10 when the error plateaus" schedule (§3.4), decided on evaluations.
 
     It reads the row's `holdout_error`, the error of training images held out of training
-    (sources.py), never `test_error`: the test/validation set is what the tables report. The
+    (training/sources.py), never `test_error`: the test/validation set is what the tables report. The
     rate is divided after `plateau_patience_evals` evaluations in a row that do not beat the best
     holdout error so far by more than `plateau_threshold`.
     """

@@ -1,7 +1,7 @@
 """Small image datasets (CIFAR-10, the embedded digits) loaded through TFDS into memory.
 
 The whole dataset is held as uint8 and, in training, lives on the accelerator; batches are
-gathered and augmented inside the compiled step (see `augment.py`), as airbench does. The data
+gathered and augmented inside the compiled step (see `data/augment.py`), as airbench does. The data
 order follows from (seed, epoch) alone, so a run is reproducible and resumable.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resdepth.architectures import InvalidChoice
+from resdepth.errors import InvalidChoice
 from resdepth.config import DataConfig
 
 TFDS_NAMES = {"cifar10": "cifar10", "digits": "resdepth_digits"}
@@ -80,7 +80,7 @@ def load_dataset(config: DataConfig) -> InMemoryDataset:
     import tensorflow_datasets as tfds
 
     if config.dataset == "digits":
-        importlib.import_module("resdepth.digits_dataset")  # registers its builder with TFDS
+        importlib.import_module("resdepth.data.digits")  # registers its builder with TFDS
 
     data_dir = config.data_dir or None
     train_split, test_split = _splits(config)

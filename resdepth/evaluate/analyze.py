@@ -15,10 +15,11 @@ import jax
 import numpy as np
 from flax import nnx
 
-from resdepth.architectures import InvalidChoice, family_of
-from resdepth.data import load_dataset
-from resdepth.run_files import RESPONSES_FILE, write_json
-from resdepth.trained import load_trained_run, run_config
+from resdepth.errors import InvalidChoice
+from resdepth.models.architectures import family_of
+from resdepth.data.datasets import load_dataset
+from resdepth.rundir.files import RESPONSES_FILE, write_json
+from resdepth.evaluate.trained import load_trained_run, run_config
 
 
 def analyze_run(run_dir: Path, data_dir: str | None = None) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from resdepth.architectures import InvalidChoice
+from resdepth.errors import InvalidChoice
 
 LOCK_FILE = "run.lock"
 # `holder()` probes the lock for an instant with a shared lock; a trainer asking at that very

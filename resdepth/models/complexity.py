@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from resdepth.models import ModelSpec, abstract_model
+from resdepth.models.network import ModelSpec, abstract_model
 
 
 def count_params(model: nnx.Module) -> int:

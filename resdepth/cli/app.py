@@ -18,8 +18,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from resdepth.architectures import (DEFAULT_SHORTCUT, InvalidChoice, check_shortcut, family_of,
-                                    parse_depths, stage_plan, weighted_layers)
+from resdepth.models.architectures import (
+    DEFAULT_SHORTCUT, check_shortcut, family_of, parse_depths, stage_plan, weighted_layers)
+from resdepth.errors import InvalidChoice
 
 def examples(*commands: str) -> str:
     """A --help epilog of real commands, one paragraph each, so neither Click nor Rich
@@ -92,13 +93,13 @@ def _main(
 def _prepare_runtime(data: Any = None) -> None:
     """Before anything imports TensorFlow or compiles: silence TF/TFDS start-up noise, fail at
     once if `data` (a DataConfig) must be downloaded from an unreachable host, and turn on JAX's
-    persistent compilation cache (see quiet.py and jax_setup.py)."""
-    from resdepth import quiet
-    from resdepth.jax_setup import enable_compilation_cache
+    persistent compilation cache (see runtime/quiet.py and runtime/jax_setup.py)."""
+    from resdepth.runtime import quiet
+    from resdepth.runtime.jax_setup import enable_compilation_cache
 
     quiet.quiet_logs()
     if data is not None:
-        from resdepth.data import check_download_reachable
+        from resdepth.data.datasets import check_download_reachable
 
         check_download_reachable(data)  # seconds, before TensorFlow's import costs more
     quiet.import_tensorflow_quietly()
@@ -118,16 +119,16 @@ def info(
     """Depth, weighted layers, parameters and multiply-adds per image, beside the paper's."""
     family = family_of(dataset)
     option = check_shortcut(shortcut or DEFAULT_SHORTCUT[family])
-    from resdepth.architectures import CIFAR_PAPER_DEPTHS, IMAGENET_DEPTHS
+    from resdepth.models.architectures import CIFAR_PAPER_DEPTHS, IMAGENET_DEPTHS
 
     chosen = parse_depths(depths) if depths else list(CIFAR_PAPER_DEPTHS if family == "cifar" else IMAGENET_DEPTHS)
     for depth in chosen:
         stage_plan(family, depth)
 
-    from resdepth import paper_figures
-    from resdepth.complexity import count_multiply_adds, count_params
-    from resdepth.data import IMAGE_SIZE_PIXELS, IN_CHANNELS, NUM_CLASSES
-    from resdepth.models import ModelSpec, abstract_model
+    from resdepth.results import paper as paper_figures
+    from resdepth.models.complexity import count_multiply_adds, count_params
+    from resdepth.data.datasets import IMAGE_SIZE_PIXELS, IN_CHANNELS, NUM_CLASSES
+    from resdepth.models.network import ModelSpec, abstract_model
 
     channels, size = IN_CHANNELS[dataset], IMAGE_SIZE_PIXELS[dataset]
     table = Table(title=f"{dataset}: residual nets, shortcut option {option}, {size}x{size} input")
@@ -221,7 +222,7 @@ def devices_line() -> str:
 
 def already_completed(run_dir: Path) -> Optional[dict[str, Any]]:
     """The saved summary of a finished run (which train_and_evaluate returns untouched), or None."""
-    from resdepth.run_files import SUMMARY_FILE, read_json
+    from resdepth.rundir.files import SUMMARY_FILE, read_json
 
     summary = read_json(run_dir / SUMMARY_FILE)
     return summary if isinstance(summary, dict) and summary.get("status") == "completed" else None
@@ -364,15 +365,15 @@ def train(
         "model.shortcut": shortcut.upper() if shortcut else None, "run.seed": seed,
         "data.data_dir": data_dir, "data.manual_dir": manual_dir, "data.val_split": val_split,
         "optim.total_steps": steps, "run.tag": tag, "run.tensorboard": tensorboard or None})
-    from resdepth.run_files import ensure_writable
-    from resdepth.sweep import run_dir_for
+    from resdepth.rundir.files import ensure_writable
+    from resdepth.training.sweep import run_dir_for
 
     run_dir = run_dir_for(out, config)
-    from resdepth.run_lock import removed_if_left_empty
+    from resdepth.rundir.lock import removed_if_left_empty
 
     with removed_if_left_empty(run_dir):  # a run that fails before training leaves no folder
         ensure_writable(run_dir)
-        from resdepth.run_files import check_same_run
+        from resdepth.rundir.files import check_same_run
 
         check_same_run(run_dir, config)  # before JAX starts: a conflict is one line, at once
         finished = already_completed(run_dir)
@@ -381,9 +382,9 @@ def train(
             _report(finished)
             return
         _prepare_runtime(config.data)
-        from resdepth.sweep import claim_run
-        from resdepth.tensorboard_log import with_tensorboard
-        from resdepth.train import train_and_evaluate
+        from resdepth.training.sweep import claim_run
+        from resdepth.training.tensorboard_log import with_tensorboard
+        from resdepth.training.loop import train_and_evaluate
 
         # One process per run: another holding it is one line naming its host and pid, exit 2.
         with claim_run(run_dir), RunDisplay(run_dir.name, run_dir, config.data.dataset) as display:
@@ -431,7 +432,7 @@ def sweep(
     from resdepth.config import validate
 
     validate(config)  # the grid options above changed the config after it was built
-    from resdepth import sweep as sweeping
+    from resdepth.training import sweep as sweeping
 
     points = sweeping.expand_grid(config)  # a point named twice is one run
     if shard_:
@@ -449,14 +450,14 @@ def sweep(
         return
     if not points:
         return  # an empty shard (warned above): nothing to train, no folder to make
-    from resdepth.run_files import ensure_writable
-    from resdepth.run_lock import removed_if_left_empty
+    from resdepth.rundir.files import ensure_writable
+    from resdepth.rundir.lock import removed_if_left_empty
 
     # A sweep that fails before training (no dataset, say) leaves no empty folder behind.
     with removed_if_left_empty(out / config.name):
         ensure_writable(out / config.name)
         _prepare_runtime(config.data)
-        from resdepth.train import stop_on_signals
+        from resdepth.training.loop import stop_on_signals
 
         started = time.time()
         shown: list[RunDisplay] = []  # the current run's display, closed even if its run crashed
@@ -467,7 +468,7 @@ def sweep(
                 return lambda event: None
             display = RunDisplay(run_dir.name, run_dir, run_config.data.dataset)
             shown.append(display.__enter__())
-            from resdepth.tensorboard_log import with_tensorboard
+            from resdepth.training.tensorboard_log import with_tensorboard
 
             sink = with_tensorboard(display, run_dir, run_config.run.tensorboard)
 
@@ -495,7 +496,7 @@ def _skipped_note(message: str) -> None:
 
 
 def _show_dry_run(config, points, out: Path, as_json: bool = False) -> None:
-    from resdepth.sweep import dry_run_rows
+    from resdepth.training.sweep import dry_run_rows
 
     rows = dry_run_rows(config, points, out)
     total = sum(row["train_pflop"] for row in rows)
@@ -538,7 +539,7 @@ def _show_sweep_table(name: str, summaries: list[dict[str, Any]], planned: int, 
 @user_errors
 def plot(folder: Annotated[Path, typer.Argument(help="an experiment folder, or a folder of them")]) -> None:
     """Figure 6, the degradation plot, Figure 7 (and Figure 4 for ImageNet) from saved runs."""
-    from resdepth.plots import plot_folder
+    from resdepth.results.plots import plot_folder
 
     for path in plot_folder(folder):
         console.print(f"wrote {path}")
@@ -554,7 +555,7 @@ def table(
     """The paper's table layout with our errors beside the paper's; also writes table.md."""
     import dataclasses
 
-    from resdepth.tables import folder_tables, write_table
+    from resdepth.results.tables import folder_tables, write_table
 
     results = folder_tables(folder)
     if json_:
@@ -583,7 +584,7 @@ def status(
 ) -> None:
     """Every run's status, iterations, latest errors, speed, ETA and lock holder; reads the
     files only, so it is safe while sweeps run (on this machine or others)."""
-    from resdepth.status import study_status
+    from resdepth.results.status import study_status
 
     rows = study_status(folder)
     if json_:
@@ -627,7 +628,7 @@ def _duration(seconds: Optional[float]) -> str:
 def report(folder: Annotated[Path, typer.Argument(help="an experiment folder (results/<experiment>), or a folder of them")]) -> None:
     """One self-contained report.html per experiment: tables, figures, run status, config
     differences, code and machine; opens from disk with no server or network."""
-    from resdepth.report import report_folder
+    from resdepth.results.report import report_folder
 
     for path in report_folder(folder):
         console.print(f"wrote {path}", highlight=False, soft_wrap=True)
@@ -641,7 +642,7 @@ def analyze(
     data_dir: Annotated[Optional[str], typer.Option(help="TFDS data dir, if not the run's own")] = None,
 ) -> None:
     """Std of each 3x3 layer's response on the test set (Figure 7), saved in each run."""
-    from resdepth.results import find_run_dirs
+    from resdepth.results.reading import find_run_dirs
 
     targets = []
     for path in run_dirs:
@@ -651,7 +652,7 @@ def analyze(
     if not targets:
         raise InvalidChoice("no run directories found (a run directory holds config.json)")
     _prepare_runtime()
-    from resdepth.analyze import analyze_run
+    from resdepth.evaluate.analyze import analyze_run
 
     for run_dir in targets:
         result = analyze_run(run_dir, data_dir)
@@ -671,7 +672,7 @@ def evaluate(
     limit: Annotated[Optional[int], typer.Option(help="test on the first N validation images only")] = None,
 ) -> None:
     """The paper's ImageNet testing of trained runs: 10-crop or fully convolutional multi-scale."""
-    from resdepth.results import run_dirs_in
+    from resdepth.results.reading import run_dirs_in
 
     targets, files = run_dirs_in(run_dirs)  # `results/table3/*` also matches table.md, figures
     if files:
@@ -679,7 +680,7 @@ def evaluate(
         errors.print(f"note: {len(files)} file{'s' if len(files) > 1 else ''} passed over, not run "
                      f"folders ({names})", highlight=False, soft_wrap=True)
     _prepare_runtime()
-    from resdepth.imagenet_eval import evaluate_run
+    from resdepth.evaluate.imagenet import evaluate_run
 
     for run_dir in targets:
         result = evaluate_run(run_dir, mode, data_dir, manual_dir, limit)

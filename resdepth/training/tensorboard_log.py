@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from resdepth.architectures import InvalidChoice
+from resdepth.errors import InvalidChoice
 
 TENSORBOARD_DIR = "tensorboard"
 ROW_KINDS = ("train", "eval")  # the Event kinds that carry a metrics.jsonl row

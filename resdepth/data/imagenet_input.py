@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from resdepth.data import DatasetUnavailable
+from resdepth.data.datasets import DatasetUnavailable
 
 if TYPE_CHECKING:
     import jax

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from resdepth.errors import InvalidChoice
+
 BlockKind = Literal["basic", "bottleneck"]
 
 IMAGENET_DEPTHS: dict[int, tuple[BlockKind, tuple[int, ...]]] = {
@@ -21,10 +23,6 @@ CIFAR_PAPER_DEPTHS = (20, 32, 44, 56, 110, 1202)
 DATASET_FAMILIES = {"cifar10": "cifar", "digits": "cifar", "imagenet": "imagenet"}
 SHORTCUT_OPTIONS = ("A", "B", "C")
 DEFAULT_SHORTCUT = {"cifar": "A", "imagenet": "B"}
-
-
-class InvalidChoice(ValueError):
-    """A user-supplied value outside the valid choices; its message names them."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ This module never imports JAX: tables and figures are made from these files alon
 
 Reading never fails on a damaged file: a truncated or malformed summary.json, config.json,
 metrics.jsonl (or analyze's and evaluate's files), or a field of the wrong type, is left out
-with a one-line warning naming the file on the `resdepth.results` logger (the CLI shows it on
+with a one-line warning naming the file on the `resdepth.results.reading` logger (the CLI shows it on
 stderr), and the other runs are read as usual.
 """
 
@@ -29,9 +29,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from resdepth import run_identity
-from resdepth.architectures import InvalidChoice
-from resdepth.run_files import CONFIG_FILE, METRICS_FILE, RESPONSES_FILE, SUMMARY_FILE
+from resdepth.rundir import identity as run_identity
+from resdepth.errors import InvalidChoice
+from resdepth.rundir.files import CONFIG_FILE, METRICS_FILE, RESPONSES_FILE, SUMMARY_FILE
 
 TENCROP_FILE = "tencrop.json"
 MULTISCALE_FILE = "multiscale.json"

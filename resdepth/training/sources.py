@@ -6,7 +6,7 @@
   reads its own part, and batches are prefetched onto the devices while the previous step runs.
 
 Both offer `train_step(state, step) -> state` and `evaluate(state) -> dict` for the loop in
-train.py, and both are functions of (seed, step) alone, so runs resume exactly.
+training/loop.py, and both are functions of (seed, step) alone, so runs resume exactly.
 
 With `optim.lr_schedule = "plateau"` both hold out `data.plateau_holdout_examples` training images:
 they never enter training, and each evaluation reports their error as `holdout_error` beside the
@@ -25,10 +25,10 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from resdepth import step as steps
-from resdepth.architectures import InvalidChoice
+from resdepth.training import step as steps
+from resdepth.errors import InvalidChoice
 from resdepth.config import ExperimentConfig
-from resdepth.data import NUM_CLASSES, BatchOrder, InMemoryDataset, load_dataset
+from resdepth.data.datasets import NUM_CLASSES, BatchOrder, InMemoryDataset, load_dataset
 
 
 def process_share(array: np.ndarray, batch_axis: int = 0) -> np.ndarray:
@@ -96,7 +96,7 @@ def split_off_holdout(data: InMemoryDataset, count: int
 
 
 class DeviceResidentSource:
-    """CIFAR-10 or digits, held on the devices (see data.py and augment.py)."""
+    """CIFAR-10 or digits, held on the devices (see data/datasets.py and data/augment.py)."""
 
     packable = True  # several seeds can share one compiled program (see make_train_step)
 
@@ -176,10 +176,10 @@ class DeviceResidentSource:
 
 
 class StreamingSource:
-    """ImageNet through tf.data (imagenet_input.py); validation by the centre 224 crop."""
+    """ImageNet through tf.data (data/imagenet_input.py); validation by the centre 224 crop."""
 
     def __init__(self, config: ExperimentConfig, mesh):
-        from resdepth import imagenet_input
+        from resdepth.data import imagenet_input
 
         holdout = plateau_holdout_examples(config)
         imagenet_input.prepare_imagenet(config.data)
@@ -197,7 +197,7 @@ class StreamingSource:
         return step * self.config.optim.batch_size / self.examples
 
     def compile(self, graphdef: Any, start_step: int) -> None:
-        from resdepth import imagenet_input
+        from resdepth.data import imagenet_input
 
         optimizer = steps.make_optimizer(self.config)
         self._train_step = jax.jit(
@@ -235,7 +235,7 @@ class StreamingSource:
                        ) -> tuple[float, float]:
         """(top-1, top-5) centre-crop error over every process's part of `split` (its first
         `limit` images, 0: all), the same on every process: the plateau rule decides on it."""
-        from resdepth import imagenet_input, multicrop
+        from resdepth.data import imagenet_input, multicrop
 
         examples = imagenet_input.eval_images(self.config.data, split)
         if limit:
@@ -256,7 +256,7 @@ class StreamingSource:
 
 def make_source(config: ExperimentConfig, mesh, seeds: list[int] | None = None):
     """The data source of a run; `seeds` packs several seeds into one program (CIFAR-10, digits)."""
-    from resdepth.architectures import family_of
+    from resdepth.models.architectures import family_of
 
     if family_of(config.data.dataset) == "imagenet":
         if seeds is not None:

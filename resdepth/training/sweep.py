@@ -4,7 +4,7 @@ Completed runs are skipped, interrupted ones resume from their checkpoint, and a
 diverges or fails is recorded and the sweep goes on. `shard(grid, index, count)` splits a grid
 into disjoint parts so several machines (a SLURM array, say) can share one results folder;
 `resolve_shard("auto")` reads the part from the scheduler's environment. Each run is trained
-under its run directory's lock (run_lock.py), so jobs whose parts overlap, or the same command
+under its run directory's lock (rundir/lock.py), so jobs whose parts overlap, or the same command
 started twice, never train one run together: the second skips it.
 """
 
@@ -19,10 +19,11 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from resdepth.architectures import InvalidChoice, family_of, stage_plan
+from resdepth.errors import InvalidChoice
+from resdepth.models.architectures import family_of, stage_plan
 from resdepth.config import ExperimentConfig
-from resdepth.run_files import SUMMARY_FILE, read_json, run_name, write_json
-from resdepth.run_lock import RunLock, RunLocked, removed_if_left_empty
+from resdepth.rundir.files import SUMMARY_FILE, read_json, run_name, write_json
+from resdepth.rundir.lock import RunLock, RunLocked, removed_if_left_empty
 
 ARCHS = ("plain", "residual")
 
@@ -147,14 +148,14 @@ def run_dir_for(out: Path, config: ExperimentConfig) -> Path:
 
 @contextlib.contextmanager
 def claim_runs(run_dirs: list[Path]) -> Iterator[tuple[list[Path], list[RunLocked]]]:
-    """Holds the locks (run_lock.py) of those of `run_dirs` no other process holds while the
+    """Holds the locks (rundir/lock.py) of those of `run_dirs` no other process holds while the
     block runs; yields (the run directories claimed, RunLocked for each of the others).
 
     In a multi-process run (jax.distributed) only process 0 takes the locks, the process that
     writes the run files, and tells the others which it got: all processes train the same runs.
     A packed session (several seeds in one program) claims its seeds' runs together.
     """
-    from resdepth.train import maybe_initialize_distributed
+    from resdepth.training.loop import maybe_initialize_distributed
 
     maybe_initialize_distributed()
     import jax
@@ -232,7 +233,7 @@ def run_sweep(base: ExperimentConfig, points: list[GridPoint], out: Path,
     process holds (its lock) is passed over with status "locked" and a one-line `on_note`.
     The sweep stops after an interrupted run (Ctrl-C), so running it again resumes exactly there.
     """
-    from resdepth.train import train_and_evaluate
+    from resdepth.training.loop import train_and_evaluate
 
     summaries = []
     for group in _pack_groups(base, points):
@@ -299,7 +300,7 @@ def _pack_groups(base: ExperimentConfig, points: list[GridPoint]) -> list[list[G
 def _run_pack(base: ExperimentConfig, group: list[GridPoint], out: Path, on_run, stop,
               on_note) -> list[dict[str, Any]]:
     """The seeds of one grid point in one compiled program (train.train_packed)."""
-    from resdepth.train import train_packed
+    from resdepth.training.loop import train_packed
 
     configs = [point_config(base, point) for point in group]
     run_dirs = [run_dir_for(out, config) for config in configs]
@@ -342,10 +343,10 @@ def dry_run_rows(base: ExperimentConfig, points: list[GridPoint], out: Path) -> 
     Training compute counts 3 forward passes' worth of multiply-adds per image (forward, and a
     backward pass of about twice the forward), times 2 FLOPs per multiply-add.
     """
-    from resdepth.complexity import count_multiply_adds, count_params
-    from resdepth.data import IMAGE_SIZE_PIXELS, IN_CHANNELS, NUM_CLASSES
-    from resdepth.models import abstract_model
-    from resdepth.train import model_spec
+    from resdepth.models.complexity import count_multiply_adds, count_params
+    from resdepth.data.datasets import IMAGE_SIZE_PIXELS, IN_CHANNELS, NUM_CLASSES
+    from resdepth.models.network import abstract_model
+    from resdepth.training.loop import model_spec
 
     rows, cache = [], {}
     channels, image_size = IN_CHANNELS[base.data.dataset], IMAGE_SIZE_PIXELS[base.data.dataset]

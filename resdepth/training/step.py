@@ -4,7 +4,7 @@
 It is jitted once with the state donated; the batch is split over the mesh's `data` axis with a
 named sharding while parameters and optimizer state are replicated. BatchNorm statistics are
 means over the batch axis of a globally sharded array, so XLA computes them over the global
-batch. Nothing in here prints or touches the host; the loop in `train.py` owns all I/O.
+batch. Nothing in here prints or touches the host; the loop in `training/loop.py` owns all I/O.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from resdepth.augment import normalize, random_crop_flip
+from resdepth.data.augment import normalize, random_crop_flip
 from resdepth.config import ExperimentConfig
 
 DATA_AXIS = "data"
@@ -218,7 +218,7 @@ def pack_states(states: list[TrainState], mesh: Mesh) -> TrainState | tuple[Trai
 
 def seed_values(state, field: str) -> list[Any]:
     """The value of scalar `field` for each seed of a packed (or single) state, on the host."""
-    from resdepth.sources import host_value
+    from resdepth.training.sources import host_value
 
     if isinstance(state, tuple):
         return [host_value(getattr(each, field)).item() for each in state]

@@ -1,0 +1,1 @@
+"""`resdepth`, the command line: a thin shell that parses, calls the library and renders."""

@@ -1,0 +1,1 @@
+"""Process set-up before JAX or TensorFlow start: XLA flags, quiet logs, the compilation cache."""
