@@ -213,7 +213,7 @@ def one_line_error(result) -> str:
     ("demo", None, []),
 ], ids=["default", "digits-overridden", "imagenet", "table6", "demo"])
 def test_config_prints_toml_that_loads_back_as_the_same_config(tmp_path, experiment, dataset, sets):
-    from resdepth.cli.app import _build_config
+    from resdepth.cli.common import _build_config
 
     args = [*(["--experiment", experiment] if experiment else []), *(["--dataset", dataset] if dataset else []),
             *(arg for text in sets for arg in ("--set", text))]

@@ -26,6 +26,9 @@ from resdepth.rundir.files import SUMMARY_FILE, read_json, run_name, write_json
 from resdepth.rundir.lock import RunLock, RunLocked, removed_if_left_empty
 
 ARCHS = ("plain", "residual")
+# The sustained training throughput per GPU that --dry-run's estimate assumes; an assumption,
+# not a measurement (benchmarks/gpu_check.sh measures a GPU's rate for these nets).
+ASSUMED_TFLOPS = 20.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -364,6 +367,11 @@ def dry_run_rows(base: ExperimentConfig, points: list[GridPoint], out: Path) -> 
                      "train_pflop": 6 * macs * images / 1e15,
                      "done": _saved_status(run_dir_for(out, config))})
     return rows
+
+
+def gpu_hours_at(train_pflop: float, tflops: float = ASSUMED_TFLOPS) -> float:
+    """GPU-hours for `train_pflop` PFLOP of training at a sustained `tflops` TFLOP/s."""
+    return train_pflop * 1e15 / (tflops * 1e12) / 3600
 
 
 def _saved_status(run_dir: Path) -> str | None:

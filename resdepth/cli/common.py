@@ -1,0 +1,130 @@
+"""What every command shares: the Typer app, the two consoles, the one-line error
+handling (InvalidChoice -> exit code 2), building a config from options, and the runtime
+set-up before JAX or TensorFlow start. Heavy imports happen inside commands so `--help`
+is fast."""
+
+
+import functools
+import logging
+import sys
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+from rich.console import Console
+
+from resdepth.errors import InvalidChoice
+
+from resdepth.models.architectures import (
+    check_shortcut, family_of, stage_plan)
+
+def examples(*commands: str) -> str:
+    """A --help epilog of real commands, one paragraph each, so neither Click nor Rich
+    re-wraps them (keep each under 76 characters, and free of [square brackets])."""
+    return "\n\n".join(["Examples:", *commands])
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  help="Plain vs residual nets across depth: He et al., CVPR 2016, on JAX.",
+                  epilog=examples("resdepth train --dataset digits --depth 14",
+                                  "resdepth sweep --experiment demo && resdepth table results/demo"))
+# Without a terminal (CI logs, files), Rich would assume 80 columns and squeeze the tables.
+console = Console(width=None if sys.stdout.isatty() else 140)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+
+
+class _WarningLine(logging.Handler):
+    """Shows the library's warnings (a damaged result file, say) as one line on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from rich.markup import escape
+
+        errors.print(f"[yellow]warning:[/yellow] {escape(record.getMessage())}", highlight=False,
+                     soft_wrap=True)
+
+
+_library_log = logging.getLogger("resdepth")
+_library_log.addHandler(_WarningLine(logging.WARNING))
+_library_log.propagate = False  # not twice through absl's or anyone's root handler
+
+DEFAULT_EXPERIMENT = {"cifar10": "cifar10", "digits": "digits", "imagenet": "imagenet"}
+
+
+def user_errors(command: Callable) -> Callable:
+    """Turns InvalidChoice (and Ctrl-C outside a run) into one line and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except InvalidChoice as error:
+            errors.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("resdepth")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            from resdepth import __version__ as number
+        typer.echo(f"resdepth {number}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="print the version and exit")] = None,
+) -> None:
+    pass
+
+
+def _prepare_runtime(data: Any = None) -> None:
+    """Before anything imports TensorFlow or compiles: silence TF/TFDS start-up noise, fail at
+    once if `data` (a DataConfig) must be downloaded from an unreachable host, and turn on JAX's
+    persistent compilation cache (see runtime/quiet.py and runtime/jax_setup.py)."""
+    from resdepth.runtime import quiet
+    from resdepth.runtime.jax_setup import enable_compilation_cache
+
+    quiet.quiet_logs()
+    if data is not None:
+        from resdepth.data.datasets import check_download_reachable
+
+        check_download_reachable(data)  # seconds, before TensorFlow's import costs more
+    quiet.import_tensorflow_quietly()
+    enable_compilation_cache()
+
+
+
+def _print_json(document: Any) -> None:
+    """One JSON document on stdout, unstyled (for --json); anything else goes to stderr."""
+    import json
+
+    typer.echo(json.dumps(document, indent=2))
+
+
+
+def _build_config(experiment: Optional[str], dataset: Optional[str], overrides: list[str],
+                  **fields: Any):
+    from resdepth.config import load_config, parse_override
+
+    if dataset is not None:
+        family_of(dataset)
+    name = experiment or DEFAULT_EXPERIMENT.get(dataset or "cifar10", "cifar10")
+    parsed = [parse_override(text) for text in overrides]
+    cli = {}
+    for path, value in fields.items():
+        if value is not None:
+            section, key = path.split(".")
+            cli.setdefault(section, {})[key] = value
+    config = load_config(name, [cli, *parsed] if cli else parsed)
+    family = family_of(config.data.dataset)
+    config.model.shortcut = check_shortcut(config.model.shortcut)
+    stage_plan(family, config.model.depth)
+    return config
+

@@ -1,0 +1,124 @@
+"""How a run looks while it trains: a Rich progress bar on a terminal, plain lines otherwise."""
+
+
+from pathlib import Path
+from typing import Optional
+
+from rich.console import Console
+
+from resdepth.cli.common import (console, errors)
+
+
+LONG_ON_CPU = ("cifar10", "imagenet")  # datasets whose runs take hours to days on a CPU
+
+
+def devices_line() -> str:
+    """The backend and its devices, e.g. "gpu: 1 x NVIDIA H100 80GB HBM3" or "cpu: 1 x cpu"."""
+    import collections
+
+    import jax
+
+    kinds = collections.Counter(device.device_kind for device in jax.devices())
+    text = f"{jax.default_backend()}: " + ", ".join(f"{n} x {kind}" for kind, n in kinds.items())
+    return text + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else "")
+
+
+
+class RunDisplay:
+    """Rich progress bar on a terminal, plain log lines otherwise (CI, files, pipes).
+
+    At the start of a run it names the devices and the run directory, warns when CIFAR-10 or
+    ImageNet is about to train on a CPU, and says the first iteration waits for compilation.
+    The bar's columns have fixed widths so that the iteration count survives an 80-column
+    terminal; the statistics get what is left.
+    """
+
+    live: Optional["RunDisplay"] = None  # the display whose progress bar is on screen
+
+    def __init__(self, label: str, run_dir: Optional[Path] = None, dataset: Optional[str] = None,
+                 out: Optional[Console] = None):
+        self.label, self.run_dir, self.dataset = label, run_dir, dataset
+        self.console = out or console
+        self.progress, self.task, self.last_eval = None, None, None
+        self.last_line_tenth = 0
+
+    def __enter__(self):
+        return self  # the bar starts with the run: its widths depend on the iteration count
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+            self.progress = None
+        if RunDisplay.live is self:
+            RunDisplay.live = None
+
+    def __call__(self, event) -> None:
+        data = event.data
+        if event.kind == "start":
+            self._start(event)
+        elif event.kind == "train":
+            stats = (f"err {100 * data['train_error']:.1f}% loss {data['train_loss']:.3f} "
+                     f"lr {data['learning_rate']:.3g} {data['images_per_s']:.0f} img/s")
+            if self.last_eval is not None:
+                stats = f"test {100 * self.last_eval:.2f}% " + stats
+            if self.progress is not None:
+                self.progress.update(self.task, completed=event.step, stats=stats)
+            elif self._plain_line_due(event):
+                self._line(f"{self.label} iter {event.step}/{event.total_steps} {stats}")
+        elif event.kind == "eval":
+            self.last_eval = data["test_error"]
+        elif event.kind == "note":
+            self._line(f"{self.label}: {data['message']}")
+        elif event.kind == "end":
+            self.__exit__(None, None, None)
+
+    def _start(self, event) -> None:
+        devices = devices_line()
+        where = f", run directory {self.run_dir}" if self.run_dir is not None else ""
+        self._line(f"{self.label}: {devices}{where}")
+        if devices.startswith("cpu:") and self.dataset in LONG_ON_CPU:
+            errors.print(f"warning: {self.dataset} on a CPU: {event.total_steps:,} iterations take "
+                         "hours to days; a GPU needs a CUDA build of jax (make install-gpu)",
+                         highlight=False, soft_wrap=True)
+        resumed = " (resumed)" if event.data.get("resumed") else ""
+        self._line(f"{self.label}: {event.data['params']:,} parameters, from iteration {event.step}{resumed}")
+        if event.step < event.total_steps:
+            self._line(f"{self.label}: compiling the training step...")
+        # One live bar at a time (Rich allows no more): the other seeds of a pack log lines.
+        if self.console.is_terminal and RunDisplay.live is None:
+            RunDisplay.live = self
+            self.progress = self._progress_bar(event.total_steps)
+            self.progress.__enter__()
+            self.task = self.progress.add_task(self.label, total=event.total_steps,
+                                               completed=event.step, stats="compiling...")
+
+    def _progress_bar(self, total: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.table import Column
+
+        width = self.console.width
+        name_w = min(len(self.label), 20)
+        count_w = 2 * len(str(total)) + 1  # "31234/64000"
+        bar_w = 10 if width < 100 else 20
+        eta_w = 7  # "1:02:03"
+        stats_w = max(0, min(64, width - name_w - count_w - bar_w - eta_w - 5))
+        return Progress(
+            TextColumn("{task.description}", style="bold", markup=False,
+                       table_column=Column(width=name_w, no_wrap=True, overflow="ellipsis")),
+            MofNCompleteColumn(table_column=Column(width=count_w, no_wrap=True, justify="right")),
+            BarColumn(bar_width=bar_w),
+            TextColumn("{task.fields[stats]}", markup=False,
+                       table_column=Column(width=stats_w, no_wrap=True, overflow="ellipsis")),
+            TimeRemainingColumn(table_column=Column(width=eta_w, no_wrap=True)),
+            console=self.console)
+
+    def _plain_line_due(self, event) -> bool:
+        """Without a terminal, about ten lines per run (every 10% of it) rather than every row."""
+        tenth = max(1, event.total_steps // 10)
+        due = event.step // tenth > self.last_line_tenth or event.step == event.total_steps
+        if due:
+            self.last_line_tenth = event.step // tenth
+        return due
+
+    def _line(self, text: str) -> None:
+        (self.progress.console if self.progress is not None else self.console).print(text, highlight=False)

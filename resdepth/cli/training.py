@@ -1,0 +1,250 @@
+"""`resdepth config`, `train` and `sweep`: the commands that build a config and train it."""
+
+
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from resdepth.models.architectures import (
+    parse_depths)
+from resdepth.cli.display import RunDisplay
+from resdepth.errors import InvalidChoice
+from resdepth.cli.common import (app, console, errors, examples, user_errors, _print_json, _build_config, _prepare_runtime)
+
+
+# ------------------------------------------------------------------------------------- config
+@app.command("config", epilog=(
+    "Example, a shorter digits run saved, then trained:\n\n"
+    "resdepth config --dataset digits --set optim.total_steps=1000 > mine.toml\n\n"
+    "resdepth train --experiment mine.toml"))
+@user_errors
+def show_config(
+    experiment: Annotated[Optional[str], typer.Option(help="experiment file name or path (experiments/*.toml)")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="cifar10, digits or imagenet; picks its experiment file")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override any config field: section.key=value")] = None,
+) -> None:
+    """Print the resolved config as TOML, an experiment file that --experiment reads back; trains nothing."""
+    from resdepth.config import config_to_toml
+
+    config = _build_config(experiment, dataset, set_ or [], **{"data.dataset": dataset})
+    typer.echo(config_to_toml(config), nl=False)  # plain text: Rich would read [model] as markup
+
+
+
+def already_completed(run_dir: Path) -> Optional[dict[str, Any]]:
+    """The saved summary of a finished run (which train_and_evaluate returns untouched), or None."""
+    from resdepth.rundir.files import SUMMARY_FILE, read_json
+
+    summary = read_json(run_dir / SUMMARY_FILE)
+    return summary if isinstance(summary, dict) and summary.get("status") == "completed" else None
+
+
+
+def _report(summary: dict[str, Any]) -> None:
+    status = summary.get("status")
+    if status == "completed":
+        console.print(f"{summary['name']}: completed, final test error "
+                      f"{100 * summary['final_test_error']:.2f}%, training error "
+                      f"{100 * summary['final_train_error']:.2f}% ({summary['wall_s']:.0f} s)", highlight=False)
+    elif status == "diverged":
+        errors.print(f"{summary['name']}: diverged: {summary['message']}", highlight=False)
+    elif status == "interrupted":
+        console.print(f"{summary['name']}: {summary['message']}")
+
+
+@app.command(epilog=examples("resdepth train --dataset digits --depth 14",
+                             "resdepth train --dataset cifar10 --depth 56 --plain --seed 1"))
+@user_errors
+def train(
+    dataset: Annotated[Optional[str], typer.Option(help="cifar10, digits (offline) or imagenet")] = None,
+    depth: Annotated[Optional[int], typer.Option(help="weighted layers: 6n+2 for cifar10/digits")] = None,
+    plain: Annotated[bool, typer.Option("--plain", help="the plain net: no shortcuts")] = False,
+    shortcut: Annotated[Optional[str], typer.Option(help="shortcut option A, B or C (§3.3)")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="fixes initialization, data order and augmentation")] = None,
+    out: Annotated[Path, typer.Option(help="results folder; the run goes to OUT/<experiment>/<run>")] = Path("results"),
+    experiment: Annotated[Optional[str], typer.Option(help="experiment file name or path (experiments/*.toml)")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(help="TFDS data dir (datasets are downloaded here)")] = None,
+    manual_dir: Annotated[Optional[str], typer.Option(help="folder holding the ImageNet archives")] = None,
+    val_split: Annotated[Optional[bool], typer.Option("--val-split/--no-val-split", help="hold out 10% of training images as the test set")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="total iterations (the paper: 64000 on CIFAR-10)")] = None,
+    tag: Annotated[Optional[str], typer.Option(help="a name suffix keeping a variant's run apart, e.g. lr05")] = None,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="also write the curves as TensorBoard event files in RUN_DIR/tensorboard (run.tensorboard)")] = False,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override any config field: section.key=value")] = None,
+) -> None:
+    """Train one plain or residual net with the paper's recipe; re-run the command to resume."""
+    config = _build_config(experiment, dataset, set_ or [], **{
+        "data.dataset": dataset, "model.depth": depth, "model.residual": False if plain else None,
+        "model.shortcut": shortcut.upper() if shortcut else None, "run.seed": seed,
+        "data.data_dir": data_dir, "data.manual_dir": manual_dir, "data.val_split": val_split,
+        "optim.total_steps": steps, "run.tag": tag, "run.tensorboard": tensorboard or None})
+    from resdepth.rundir.files import ensure_writable
+    from resdepth.training.sweep import run_dir_for
+
+    run_dir = run_dir_for(out, config)
+    from resdepth.rundir.lock import removed_if_left_empty
+
+    with removed_if_left_empty(run_dir):  # a run that fails before training leaves no folder
+        ensure_writable(run_dir)
+        from resdepth.rundir.files import check_same_run
+
+        check_same_run(run_dir, config)  # before JAX starts: a conflict is one line, at once
+        finished = already_completed(run_dir)
+        if finished is not None:  # what train_and_evaluate would return, without starting JAX
+            console.print(f"already completed: {run_dir}", highlight=False, soft_wrap=True)
+            _report(finished)
+            return
+        _prepare_runtime(config.data)
+        from resdepth.training.sweep import claim_run
+        from resdepth.training.tensorboard_log import with_tensorboard
+        from resdepth.training.loop import train_and_evaluate
+
+        # One process per run: another holding it is one line naming its host and pid, exit 2.
+        with claim_run(run_dir), RunDisplay(run_dir.name, run_dir, config.data.dataset) as display:
+            sink = with_tensorboard(display, run_dir, config.run.tensorboard)
+            summary = train_and_evaluate(config, run_dir, sink)
+    _report(summary)
+    if summary["status"] == "diverged":
+        raise typer.Exit(1)
+    if summary["status"] == "interrupted":
+        raise typer.Exit(130)
+
+
+# -------------------------------------------------------------------------------------- sweep
+@app.command(epilog=examples("resdepth sweep --experiment table6 --dry-run",
+                             "resdepth sweep --dataset digits --depths 20,56 --seeds 0,1"))
+@user_errors
+def sweep(
+    dataset: Annotated[Optional[str], typer.Option(help="cifar10, digits or imagenet")] = None,
+    depths: Annotated[Optional[str], typer.Option(help="comma-separated depths, e.g. 20,56,110")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="plain,residual (either or both)")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="comma-separated seeds, e.g. 0,1,2")] = None,
+    experiment: Annotated[Optional[str], typer.Option(help="experiment file (experiments/*.toml); names the results folder")] = None,
+    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+    shard_: Annotated[Optional[str], typer.Option("--shard", help="I/N: run only part I (0-based) of N disjoint parts; auto: I/N from a SLURM job array or a Kubernetes Indexed Job (auto/N, or RESDEPTH_SHARD_COUNT, gives N)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list the runs, their size and cost; train nothing")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="with --dry-run: the runs as JSON on stdout, nothing else")] = False,
+    data_dir: Annotated[Optional[str], typer.Option(help="TFDS data dir")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="total iterations per run")] = None,
+    tag: Annotated[Optional[str], typer.Option(help="a name suffix for every run of this sweep (a variant of the experiment)")] = None,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="also write each run's curves as TensorBoard event files in RUN_DIR/tensorboard (run.tensorboard)")] = False,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override any config field: section.key=value")] = None,
+) -> None:
+    """Train every (architecture, depth, seed) of a grid; skips finished runs, resumes the rest."""
+    overrides = {"data.dataset": dataset, "data.data_dir": data_dir, "optim.total_steps": steps,
+                 "run.tag": tag, "run.tensorboard": tensorboard or None}
+    config = _build_config(experiment, dataset, set_ or [], **overrides)
+    if depths:
+        config.sweep.depths = parse_depths(depths)
+        config.sweep.depths_by_arch = {}
+    if arch:
+        config.sweep.archs = list(dict.fromkeys(a.strip() for a in arch.split(",") if a.strip()))
+    if seeds:
+        config.sweep.seeds = parse_depths(seeds)
+        config.sweep.seeds_by_depth = {}
+    from resdepth.config import validate
+
+    validate(config)  # the grid options above changed the config after it was built
+    from resdepth.training import sweep as sweeping
+
+    points = sweeping.expand_grid(config)  # a point named twice is one run
+    if shard_:
+        grid_size = len(points)
+        index, count, found = sweeping.resolve_shard(shard_)
+        points = sweeping.shard(points, index, count)
+        errors.print(f"{found}: {len(points)} of {grid_size} runs", highlight=False, soft_wrap=True)
+        if not points:
+            errors.print(f"[yellow]warning:[/yellow] shard {index}/{count} has no runs: the grid has "
+                         f"only {grid_size}; use at most {grid_size} parts", highlight=False, soft_wrap=True)
+    if json_ and not dry_run:
+        raise InvalidChoice("--json goes with --dry-run (a sweep's progress is not JSON)")
+    if dry_run:
+        _show_dry_run(config, points, out, json_)
+        return
+    if not points:
+        return  # an empty shard (warned above): nothing to train, no folder to make
+    from resdepth.rundir.files import ensure_writable
+    from resdepth.rundir.lock import removed_if_left_empty
+
+    # A sweep that fails before training (no dataset, say) leaves no empty folder behind.
+    with removed_if_left_empty(out / config.name):
+        ensure_writable(out / config.name)
+        _prepare_runtime(config.data)
+        from resdepth.training.loop import stop_on_signals
+
+        started = time.time()
+        shown: list[RunDisplay] = []  # the current run's display, closed even if its run crashed
+
+        def on_run(point, run_config, run_dir):
+            if already_completed(run_dir) is not None:
+                console.print(f"already completed: {run_dir}", highlight=False, soft_wrap=True)
+                return lambda event: None
+            display = RunDisplay(run_dir.name, run_dir, run_config.data.dataset)
+            shown.append(display.__enter__())
+            from resdepth.training.tensorboard_log import with_tensorboard
+
+            sink = with_tensorboard(display, run_dir, run_config.run.tensorboard)
+
+            def closing_sink(event):  # packed seeds train together: each display ends with its run
+                sink(event)
+                if event.kind == "end":
+                    display.__exit__(None, None, None)
+
+            return closing_sink
+
+        with stop_on_signals() as stop:
+            try:
+                summaries = sweeping.run_sweep(config, points, out, on_run, stop, on_note=_skipped_note)
+            finally:
+                while shown:
+                    shown.pop().__exit__(None, None, None)
+    _show_sweep_table(config.name, summaries, len(points), time.time() - started)
+    if any(s.get("status") == "interrupted" for s in summaries):
+        raise typer.Exit(130)
+
+
+def _skipped_note(message: str) -> None:
+    """A run passed over by the sweep (another process holds its lock): one line."""
+    console.print(message, highlight=False, soft_wrap=True)
+
+
+def _show_dry_run(config, points, out: Path, as_json: bool = False) -> None:
+    from resdepth.training.sweep import ASSUMED_TFLOPS, dry_run_rows, gpu_hours_at
+
+    rows = dry_run_rows(config, points, out)
+    total = sum(row["train_pflop"] for row in rows)
+    gpu_hours = gpu_hours_at(total)
+    if as_json:
+        _print_json({"experiment": config.name, "total_steps": config.optim.total_steps,
+                     "batch_size": config.optim.batch_size, "runs": rows, "total_train_pflop": total,
+                     "assumed_tflops_per_gpu": ASSUMED_TFLOPS, "estimated_gpu_hours": gpu_hours})
+        return
+    table = Table(title=f"{config.name}: {len(rows)} runs, {config.optim.total_steps} iterations "
+                        f"of batch {config.optim.batch_size} each")
+    for column in ("run", "params", "multiply-adds/img", "train PFLOP", "status"):
+        table.add_column(column, justify="right" if column != "run" else "left")
+    for row in rows:
+        table.add_row(row["name"], f"{row['params']:,}", f"{row['multiply_adds'] / 1e6:,.1f}M",
+                      f"{row['train_pflop']:,.2f}", row["done"] or "to do")
+    console.print(table)
+    console.print(f"total training compute {total:,.2f} PFLOP (forward + backward = 3 x forward "
+                  f"multiply-adds x 2). At an assumed sustained {ASSUMED_TFLOPS:.0f} TFLOP/s per GPU "
+                  f"that is about {gpu_hours:,.1f} GPU-hours; small CIFAR convolutions use a GPU "
+                  f"poorly, so measure yours with benchmarks/gpu_check.sh (make bench-gpu), which "
+                  f"prints the grid's projected wall time.")
+
+
+def _show_sweep_table(name: str, summaries: list[dict[str, Any]], planned: int, seconds: float) -> None:
+    table = Table(title=f"{name}: {len(summaries)} of {planned} runs ({seconds:.0f} s)")
+    for column in ("run", "status", "train error", "test error", "params"):
+        table.add_column(column, justify="left" if column in ("run", "status") else "right")
+    for summary in summaries:
+        def pct(key):
+            value = summary.get(key)
+            return "—" if value is None else f"{100 * value:.2f}%"
+        table.add_row(summary.get("name", "?"), summary.get("status", "?"),
+                      pct("final_train_error"), pct("final_test_error"),
+                      f"{summary['params']:,}" if summary.get("params") else "—")
+    console.print(table)
