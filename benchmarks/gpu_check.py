@@ -21,7 +21,11 @@ import time
 import jax
 import numpy as np
 
+from jax.sharding import NamedSharding, PartitionSpec
+
 from resdepth.training import step as steps
+from resdepth.training.mesh import DATA_AXIS, make_mesh, replicated
+from resdepth.training.packing import pack_states
 from resdepth.config import load_config, parse_override
 from resdepth.models.network import ModelSpec, build_model
 
@@ -56,11 +60,11 @@ def _peak_bytes() -> int | None:
 def measure(depth: int, dtype: str, seeds: int, iterations: int, per_call: int,
             remat: bool = False) -> Measurement:
     """Images/s of `seeds` packed seeds (1: alone), `iterations` timed after one warm call."""
-    mesh = steps.make_mesh()
+    mesh = make_mesh()
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (4 * BATCH, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, 4 * BATCH).astype(np.int32)
-    data = steps.DeviceDataset(*(jax.device_put(x, steps.replicated(mesh)) for x in (
+    data = steps.DeviceDataset(*(jax.device_put(x, replicated(mesh)) for x in (
         images, labels, images.mean(0).astype(np.float32))))
     states, graphdef = [], None
     for seed in range(seeds):
@@ -68,12 +72,12 @@ def measure(depth: int, dtype: str, seeds: int, iterations: int, per_call: int,
         spec = ModelSpec("cifar", depth, True, "A", 10, dtype, remat, config.model.bn_group_size)
         graphdef, state = steps.init_state(config, build_model(spec, seed), mesh)
         states.append(state)
-    state = steps.pack_states(states, mesh) if seeds > 1 else states[0]
+    state = pack_states(states, mesh) if seeds > 1 else states[0]
     del states
     train = steps.make_train_step(config, graphdef, mesh, packed=seeds > 1)
     one_call = rng.integers(0, 4 * BATCH, (per_call, BATCH)).astype(np.int32)
     indices = np.stack([one_call] * seeds) if seeds > 1 else one_call
-    sharding = steps.NamedSharding(mesh, steps.PartitionSpec(*[None] * (indices.ndim - 1), steps.DATA_AXIS))
+    sharding = NamedSharding(mesh, PartitionSpec(*[None] * (indices.ndim - 1), DATA_AXIS))
     indices = jax.device_put(indices, sharding)
     started = time.perf_counter()
     state = jax.block_until_ready(train(state, data, indices))  # compiles

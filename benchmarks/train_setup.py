@@ -21,6 +21,7 @@ from jax import lax
 
 import resdepth.models.network
 from resdepth.training import step as steps
+from resdepth.training.mesh import batch_sharded, make_mesh, replicated
 from resdepth.errors import InvalidChoice
 from resdepth.models.architectures import cifar_blocks_per_stage, parse_depths
 from resdepth.config import ExperimentConfig, load_config, parse_override
@@ -71,7 +72,7 @@ class Bench:
     def indices(self, count: int, seed: int = 0) -> list[jax.Array]:
         """`count` global batches of random image indices, int32 (batch,), sharded over `data`."""
         rng = np.random.default_rng(seed)
-        sharding = steps.batch_sharded(self.mesh)
+        sharding = batch_sharded(self.mesh)
         batch = self.config.optim.batch_size
         return [jax.device_put(rng.integers(0, self.num_images, batch, dtype=np.int32), sharding)
                 for _ in range(count)]
@@ -79,17 +80,17 @@ class Bench:
 
 def prepare(config: ExperimentConfig, num_images: int, seed: int = 0) -> Bench:
     """Builds the model, its TrainState and `num_images` random uint8 CIFAR images on the mesh."""
-    mesh = steps.make_mesh()
+    mesh = make_mesh()
     spec = model_spec(config, CIFAR_CLASSES)
     graphdef, state = steps.init_state(config, build_model(spec, config.run.seed), mesh)
     rng = np.random.default_rng(seed)
-    replicated = steps.replicated(mesh)
+    everywhere = replicated(mesh)
     data = steps.DeviceDataset(
         train_images=jax.device_put(
-            rng.integers(0, 256, (num_images, *CIFAR_SHAPE), dtype=np.uint8), replicated),
+            rng.integers(0, 256, (num_images, *CIFAR_SHAPE), dtype=np.uint8), everywhere),
         train_labels=jax.device_put(rng.integers(0, CIFAR_CLASSES, num_images, dtype=np.int32),
-                                    replicated),
-        mean_image=jax.device_put(np.full(CIFAR_SHAPE, 127.5, np.float32), replicated))
+                                    everywhere),
+        mean_image=jax.device_put(np.full(CIFAR_SHAPE, 127.5, np.float32), everywhere))
     train_step = steps.make_train_step(config, graphdef, mesh)
     return Bench(config, spec, train_step, state, data, mesh, num_images)
 

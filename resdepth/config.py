@@ -44,7 +44,7 @@ class ModelConfig:
 @dataclasses.dataclass
 class DataConfig:
     dataset: str = "cifar10"  # cifar10 | digits | imagenet
-    data_dir: str = ""  # TFDS data dir; "" uses TFDS's default (~/tensorflow_datasets)
+    data_dir: str = ""  # TFDS data dir; "": digits in the user's cache, others TFDS's default
     manual_dir: str = ""  # ImageNet archives; "" uses <data_dir>/downloads/manual
     val_split: bool = False  # hold out 5k training images (the paper's schedule search)
     augment: bool = True  # random crop and flip (§4.2 for CIFAR, §3.4 for ImageNet)
@@ -461,6 +461,35 @@ def load_config(experiment: str | None = None, overrides: list[dict[str, Any]] |
     for override in overrides or []:
         data = _merge(data, override)
     return validate(_build(ExperimentConfig, data, ""))
+
+
+def scale_schedule(config: ExperimentConfig, total_steps: int) -> dict[str, Any] | None:
+    """Sets `config` to `total_steps` iterations with its learning-rate drops at the same
+    fractions of the run, rounded half up to whole iterations (what `--steps` does): CIFAR-10's
+    32000, 48000 of 64000 become 5000, 7500 of 10000. Only the drops move; the warm-up cap
+    (optim.warmup_max_steps) and the logging, evaluation and checkpoint intervals stay.
+
+    Returns {"total_steps", "lr_boundaries_steps", "from_total_steps",
+    "from_lr_boundaries_steps"} when the drops moved, None when nothing was scaled (no drops,
+    the plateau schedule, or the same length). ConfigError when the scaled drops do not fit.
+    """
+    optim = config.optim
+    before, old_total = list(optim.lr_boundaries_steps), optim.total_steps
+    optim.total_steps = total_steps
+    if optim.lr_schedule != "steps" or not before or total_steps == old_total or total_steps < 1:
+        validate(config)
+        return None
+    optim.lr_boundaries_steps = [(2 * b * total_steps + old_total) // (2 * old_total) for b in before]
+    problem = _lr_boundaries(optim.lr_boundaries_steps, config)
+    if problem is not None:
+        raise ConfigError(
+            f"the learning-rate drops at {', '.join(map(str, before))} of {old_total} iterations, "
+            f"scaled to {total_steps} iterations, fall at "
+            f"{', '.join(map(str, optim.lr_boundaries_steps))}: {problem}; give them with "
+            f"--set optim.lr_boundaries_steps=[...]")
+    validate(config)
+    return {"total_steps": total_steps, "lr_boundaries_steps": list(optim.lr_boundaries_steps),
+            "from_total_steps": old_total, "from_lr_boundaries_steps": before}
 
 
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:

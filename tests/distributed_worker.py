@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import tiny_config  # noqa: E402  (also sets strict dtype promotion, as in pytest)
 
 import resdepth.rundir.files as run_files  # noqa: E402
+import resdepth.rundir.record as record  # noqa: E402
 import resdepth.training.loop as train  # noqa: E402
 from resdepth.training.sweep import GridPoint, run_sweep  # noqa: E402
 
@@ -43,7 +44,8 @@ def recording_append(self, row):
     return _append(self, row)
 
 
-train.write_json = recording_write_json
+train.write_json = recording_write_json  # config.json
+record.write_json = recording_write_json  # summary.json (record.Summary.write)
 run_files.MetricsLog.append = recording_append
 
 config = tiny_config(data_dir, "optim.learning_rate=0.01", steps=int(steps), name="distributed")

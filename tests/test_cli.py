@@ -66,9 +66,21 @@ def test_failed_download_is_one_line(tmp_path, monkeypatch):
 def test_info_shows_our_counts_beside_the_papers():
     result = runner.invoke(app, ["info", "--depths", "20,110"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert result.output.count("269,722") == 2 and result.output.count("1,727,962") == 2
+    # Ours exact, the paper's as Table 6 prints them (it gives no exact counts).
+    assert result.output.count("269,722") == 1 and result.output.count("1,727,962") == 1
+    assert "paper params (Table 6)" in result.output
+    assert "0.27M" in result.output and "1.7M" in result.output
     result = runner.invoke(app, ["info", "--dataset", "imagenet", "--depths", "50"], env={"COLUMNS": "200"})
     assert "25,557,032" in result.output and "3.86e9" in result.output and "3.8e9" in result.output
+    row = next(line for line in result.output.splitlines() if "25,557,032" in line)
+    assert row.count("25,557,032") == 1 and "—" in row  # Table 1 gives FLOPs, no parameters
+
+
+@pytest.mark.parametrize("command", [["train", "--depth", "9"], ["sweep", "--depths", "9", "--dry-run"],
+                                     ["info", "--depths", "9"]])
+def test_a_bad_digits_depth_names_digits(command):
+    line = one_line_error(runner.invoke(app, [command[0], "--dataset", "digits", *command[1:]]))
+    assert "digits" in line and "6n+2" in line and "CIFAR depth" not in line, line
 
 
 def test_help_is_fast_and_imports_no_tensorflow_or_jax():

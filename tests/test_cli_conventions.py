@@ -58,6 +58,24 @@ def test_every_help_takes_h_and_ends_with_real_examples():
                 assert paragraph in epilog, (args, paragraph, epilog)
 
 
+def test_help_has_no_type_tags_and_each_command_a_one_sentence_summary():
+    wide = {"COLUMNS": "200"}
+    for args in [[], *([name] for name in _command_names())]:
+        text = runner.invoke(app, [*args, "--help"], env=wide).stdout
+        tag = re.search(r"<(bool|str|int|float|path|Path|list\[\w+\])>", text)
+        assert tag is None, (args, tag and tag.group(0))
+    assert " N " in runner.invoke(app, ["train", "--help"], env=wide).stdout  # --depth N
+    lines = runner.invoke(app, ["--help"], env=wide).stdout.splitlines()
+    top = next(i for i, line in enumerate(lines) if "Commands" in line)
+    bottom = next(i for i in range(top, len(lines)) if lines[i].startswith("╰"))
+    rows = [line.strip("│").strip() for line in lines[top + 1:bottom]]
+    names = [row.split()[0] for row in rows]  # a wrapped summary would start a row with a word
+    assert sorted(names) == _command_names(), rows
+    for row in rows:
+        summary = row.split(None, 1)[1]
+        assert summary.endswith("."), row
+
+
 # ------------------------------------------------------------------------------ --json
 def test_info_json_is_the_only_stdout():
     result = runner.invoke(app, ["info", "--depths", "20,110", "--json"])
@@ -65,7 +83,9 @@ def test_info_json_is_the_only_stdout():
     document = json.loads(result.stdout)
     assert [row["depth"] for row in document["rows"]] == [20, 110]
     assert [row["params"] for row in document["rows"]] == [269_722, 1_727_962]
-    assert document["rows"][0]["paper_params"] == 269_722 and document["shortcut"] == "A"
+    assert document["rows"][0]["paper_params"] == 270_000 and document["shortcut"] == "A"
+    assert [row["paper_params_label"] for row in document["rows"]] == ["0.27M", "1.7M"]
+    assert "Table 6" in document["paper_sources"]["paper_params"]
     imagenet = json.loads(runner.invoke(app, ["info", "--dataset", "imagenet", "--depths", "50",
                                               "--json"]).stdout)
     assert imagenet["rows"][0]["params"] == 25_557_032
@@ -148,7 +168,7 @@ def test_progress_bar_fits_80_columns_with_the_iteration_count():
     bar = [line for line in lines if "31234/64000" in line]
     assert bar, lines
     assert all(len(line) <= 80 for line in bar), bar
-    assert "test 10.21%" in bar[-1]  # the statistics fill what is left, most important first
+    assert "test 10.21% @31000" in bar[-1]  # the statistics fill what is left, most important first
 
 
 def test_without_a_terminal_plain_lines_and_a_cpu_warning_for_cifar(capsys):
@@ -158,7 +178,14 @@ def test_without_a_terminal_plain_lines_and_a_cpu_warning_for_cifar(capsys):
         for event in _events(64_000):
             display(event)
     text = log.getvalue()
-    assert "resnet-110-A-seed0 iter 31234/64000 test 10.21% err 12.3%" in text
+    # A line shows the test error of its own iteration only: 31000's is not 31234's.
+    assert "resnet-110-A-seed0 iter 31234/64000 err 12.3%" in text and "10.21" not in text
+    same = io.StringIO()
+    with RunDisplay("resnet-110-A-seed0", Path("results/x"), "digits", out=Console(file=same, width=80)) as display:
+        for event in [*_events(64_000), Event("eval", 64_000, 64_000, {"test_error": 0.0987}),
+                      Event("train", 64_000, 64_000, _events(64_000)[-1].data)]:
+            display(event)
+    assert "resnet-110-A-seed0 iter 64000/64000 test 9.87% err 12.3%" in same.getvalue()
     assert "cpu: " in text and "compiling" in text and "\x1b" not in text
     warning = capsys.readouterr().err
     assert "warning: cifar10 on a CPU" in warning and len(warning.strip().splitlines()) == 1

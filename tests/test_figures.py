@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from resdepth.results.plots import (
-    build_degradation, build_figure4, build_figure6, build_figure7, plot_folder)
+    EDGE_MARGIN, build_degradation, build_figure4, build_figure6, build_figure7, plot_folder)
 from resdepth.results.reading import VALIDATION, build_record, load_runs
 
 
@@ -55,6 +55,13 @@ def max_plotted(ax) -> float:
     return max(max(line.get_ydata()) for line in ax.get_lines())
 
 
+def data_range(ax) -> tuple[float, float]:
+    """The y range curves are drawn in: the axis less EDGE_MARGIN of it at each end."""
+    low, high = ax.get_ylim()
+    margin = (high - low) * EDGE_MARGIN / (1 + 2 * EDGE_MARGIN)
+    return pytest.approx(low + margin), pytest.approx(high - margin)
+
+
 # ---- Figure 6 ---------------------------------------------------------------------------------
 
 def test_figure6_keeps_the_papers_axis_and_labels_a_curve_off_its_top():
@@ -66,13 +73,48 @@ def test_figure6_keeps_the_papers_axis_and_labels_a_curve_off_its_top():
 
     plain, resnet = fig.axes
     assert titles(fig) == ["plain", "ResNet"]
-    assert plain.get_ylim() == (0.0, 20.0)
+    assert data_range(plain) == (0.0, 20.0)
     assert plain.get_xlabel() == "iter. (1e4)"
     assert max(max(line.get_xdata()) for line in plain.get_lines()) == pytest.approx(6.4)
     assert max_plotted(plain) == 20.0  # drawn at the top, not off the axis
     assert texts(plain) == ["plain-56 train 57.9%", "plain-56 test 51.3%"]
     assert texts(resnet) == []  # every ResNet curve ends on the axis
     assert legend(plain) == ["plain-20", "plain-56"]
+
+
+def test_figure6_of_a_short_run_counts_plain_iterations_and_shows_a_curve_at_zero():
+    runs = [curve_run("residual", 20, 0.0, 0.0033, steps=400),
+            curve_run("plain", 56, 0.3688, 0.3733, steps=400)]
+
+    fig = build_figure6(runs)
+
+    for ax in fig.axes:
+        assert ax.get_xlabel() == "iterations"
+        assert max(max(line.get_xdata()) for line in ax.get_lines()) == 400
+        assert ax.get_xlim()[1] >= 400
+        low, high = ax.get_ylim()
+        assert low < 0.0 < 20.0 < high
+        for line in ax.get_lines():  # every point inside the frame, none on it
+            assert all(low < y < high for y in line.get_ydata())
+    resnet = fig.axes[1]
+    train = next(line for line in resnet.get_lines() if line.get_linestyle() == "--")
+    assert train.get_ydata()[-1] == 0.0
+    assert resnet.get_ylim()[0] <= -0.02 * 20  # a visible gap below 0%, not a hair's breadth
+    assert build_figure6([curve_run("residual", 20, 0.0, 0.0033, steps=10_000)]
+                         ).axes[0].get_xlabel() == "iter. (1e4)"
+
+
+def test_degradation_shows_a_net_at_zero_inside_the_axis():
+    runs = [curve_run("plain", depth, train, 0.05, steps=400)
+            for depth, train in ((20, 0.0), (56, 0.3688))]
+    runs += [curve_run("residual", depth, 0.0, 0.01, steps=400) for depth in (20, 56)]
+
+    fig = build_degradation(runs)
+
+    training = fig.axes[0]
+    low, high = training.get_ylim()
+    assert low < 0.0 and high > 36.88
+    assert low <= -0.02 * high  # the residual line at 0% is drawn above the frame
 
 
 def test_figure6_panels_as_the_papers_and_never_empty():
@@ -96,13 +138,13 @@ def test_figure6_of_the_recorded_runs(recorded_runs: Path):
     assert fig.get_suptitle().startswith("recorded on digits: Figure 6")
     assert titles(fig) == ["plain", "ResNet"]
     for ax in fig.axes:
-        low, high = ax.get_ylim()
-        assert low == 0.0 and high >= 20.0  # 0-20% unless no run ends below 20%
-        assert max_plotted(ax) <= high
-        assert ax.get_xlabel() == "iter. (1e4)"
-        assert max(max(line.get_xdata()) for line in ax.get_lines()) == pytest.approx(30 / 1e4)
+        low, high = (value.expected for value in data_range(ax))
+        assert low == pytest.approx(0.0) and high >= 20.0  # 0-20% unless no run ends below 20%
+        assert max_plotted(ax) <= high + 1e-9
+        assert ax.get_xlabel() == "iterations"  # 30 iterations: not 0.000-0.003 x 1e4
+        assert max(max(line.get_xdata()) for line in ax.get_lines()) == 30
         # Every curve ending above the axis is named with its final value.
-        ends_above = sum(line.get_ydata()[-1] == high for line in ax.get_lines())
+        ends_above = sum(line.get_ydata()[-1] == pytest.approx(high) for line in ax.get_lines())
         assert len(texts(ax)) >= ends_above
         assert all(text.endswith("%") for text in texts(ax))
 
@@ -173,7 +215,7 @@ def test_figure4_clips_and_labels_and_has_no_empty_panel():
     fig = build_figure4(plain + resnets)
     assert titles(fig) == ["plain", "ResNet"]
     ax = fig.axes[0]
-    assert ax.get_ylim() == (20.0, 60.0)
+    assert data_range(ax) == (20.0, 60.0)
     assert max_plotted(ax) == 60.0
     assert texts(ax) == ["plain-34 train 65.0%", "plain-34 test 62.0%"]
     assert ax.get_xlabel() == "iter. (1e4)"

@@ -272,9 +272,9 @@ def plateau_decisions(errors, *overrides):
 
     import jax.numpy as jnp
 
-    from resdepth.training import step as steps
+    from resdepth.training.mesh import make_mesh
     from resdepth.config import load_config, parse_override
-    from resdepth.training.loop import _plateau_update
+    from resdepth.training.loop import HostState, _plateau_update
 
     @dataclasses.dataclass
     class State:
@@ -282,8 +282,8 @@ def plateau_decisions(errors, *overrides):
 
     config = load_config("imagenet", [parse_override("optim.lr_schedule='plateau'"),
                                       *(parse_override(text) for text in overrides)])
-    mesh = steps.make_mesh()
-    state, host, scales = State(jnp.float32(1.0)), {"best_eval_error": None, "evals_since_best": 0}, []
+    mesh = make_mesh()
+    state, host, scales = State(jnp.float32(1.0)), HostState(), []
     for step, (holdout, test) in enumerate(errors, 1):
         row = {"type": "eval", "step": step, "test_error": test}
         if holdout is not None:
@@ -369,6 +369,7 @@ def test_device_resident_source_evaluates_the_holdout_of_digits(digits_data_dir)
 
     from conftest import tiny_config
     from resdepth.training import step as steps
+    from resdepth.training.mesh import make_mesh
     from resdepth.data.datasets import load_dataset
     from resdepth.models.network import build_model
     from resdepth.training.sources import DeviceResidentSource
@@ -377,7 +378,7 @@ def test_device_resident_source_evaluates_the_holdout_of_digits(digits_data_dir)
     config = tiny_config(digits_data_dir, "optim.lr_schedule='plateau'",
                          "data.plateau_holdout_examples=97", steps=2)
     data = load_dataset(config.data)
-    mesh = steps.make_mesh()
+    mesh = make_mesh()
     graphdef, state = steps.init_state(config, build_model(model_spec(config, 10), 0, 1), mesh)
     source = DeviceResidentSource(config, mesh, data)
     assert len(source.data.train_images) == len(data.train_images) - 97

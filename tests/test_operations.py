@@ -101,6 +101,32 @@ def test_train_on_a_locked_run_exits_2_naming_host_and_pid(tmp_path, digits_data
     assert not (run_dir / "metrics.jsonl").exists()
 
 
+def test_train_refuses_a_locked_run_before_starting_jax(tmp_path):
+    # The lock is checked before TensorFlow and JAX start: the refusal takes a moment.
+    run_dir = tmp_path / "digits" / "plain-8-seed0"
+    other = hold_lock_in_subprocess(run_dir)
+    try:
+        started = time.monotonic()
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "resdepth"), "train", "--dataset", "digits",
+             "--depth", "8", "--plain", "--out", str(tmp_path), "--data-dir", str(tmp_path / "tfds"),
+             "--steps", "20"], capture_output=True, text=True, timeout=60)
+        seconds = time.monotonic() - started
+    finally:
+        other.kill()
+        other.wait()
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: {run_dir} is being trained by {HOST} pid {other.pid} since "
+        f"{holder_since(result.stderr)}; wait for it, or stop that process"]
+    assert seconds < 2, seconds
+    assert not (tmp_path / "tfds").exists() and sorted(p.name for p in run_dir.iterdir()) == [LOCK_FILE]
+
+
+def holder_since(text: str) -> str:
+    return text.split(" since ", 1)[1].split(";", 1)[0]
+
+
 def stand_in_training(monkeypatch, calls: list[str]) -> None:
     """train_and_evaluate replaced by a run that completes at once (the sweep around it is real)."""
     import resdepth.training.loop as train
@@ -144,7 +170,7 @@ def test_run_sweep_reports_locked_runs(tmp_path, digits_data_dir, monkeypatch):
 
 
 def test_a_packed_session_claims_the_free_runs_of_its_seeds(tmp_path):
-    from resdepth.training.sweep import claim_runs
+    from resdepth.training.session import claim_runs
 
     seeds = [tmp_path / "exp" / f"resnet-8-A-seed{seed}" for seed in range(3)]
     with RunLock(seeds[1]):
@@ -343,7 +369,8 @@ def test_damaged_files_are_warned_about_by_name_and_the_rest_is_read(damaged, wa
         assert any(str(damaged / f"plain-8-seed{seed}" / "summary.json") in message and complaint in message
                    for message in warnings_logged), (complaint, warnings_logged)
     assert runs["plain-8-seed3"].depth == 20 and runs["plain-8-seed3"].seed == 3  # from config.json
-    assert runs["plain-8-seed3"].final_test_error is None and runs["plain-8-seed3"].completed
+    # Its status and final errors are damaged: how it ended is unknown, never "completed".
+    assert runs["plain-8-seed3"].final_test_error is None and runs["plain-8-seed3"].status == "damaged"
     assert any(str(damaged / "resnet-8-A-seed0" / "config.json") in m and "model is" in m
                for m in warnings_logged)
     assert runs["resnet-8-A-seed0"].arch == "residual"

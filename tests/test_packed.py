@@ -9,7 +9,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from resdepth.training import step as steps
+from resdepth.training import packing, step as steps
+from resdepth.training.mesh import make_mesh, replicated
 from resdepth.config import load_config, parse_override
 from resdepth.models.network import build_model
 from resdepth.training.sweep import GridPoint, run_dir_for, run_sweep
@@ -81,11 +82,11 @@ def test_vmapped_pack_matches_each_seed_to_float_rounding(monkeypatch):
     later iterations amplify rounding differences, which is why CPU packs are not vmapped."""
     monkeypatch.setattr(steps, "stacks_seeds", lambda: True)
     config = load_config("digits", [parse_override(t) for t in ("model.depth=8", "optim.batch_size=32")])
-    mesh = steps.make_mesh()
+    mesh = make_mesh()
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (64, 8, 8, 1), dtype=np.uint8)
     labels = rng.integers(0, 10, 64).astype(np.int32)
-    data = steps.DeviceDataset(*(jax.device_put(x, steps.replicated(mesh)) for x in (
+    data = steps.DeviceDataset(*(jax.device_put(x, replicated(mesh)) for x in (
         images, labels, images.mean(0).astype(np.float32))))
     states, graphdef = [], None
     for seed in (0, 1):
@@ -95,12 +96,12 @@ def test_vmapped_pack_matches_each_seed_to_float_rounding(monkeypatch):
         states.append(state)
     indices = np.stack([rng.permutation(64)[:32] for _ in (0, 1)]).astype(np.int32)
     packed = steps.make_train_step(config, graphdef, mesh, packed=True)(
-        steps.pack_states(states, mesh), data, indices)
+        packing.pack_states(states, mesh), data, indices)
     assert packed.step.shape == (2,)
     single = steps.make_train_step(config, graphdef, mesh)
     for seed in (0, 1):
         alone = single(jax.tree.map(lambda x: x.copy(), states[seed]), data, indices[seed])
-        assert max_difference(alone.params, steps.seed_slice(packed, seed).params) < 1e-5
+        assert max_difference(alone.params, packing.seed_slice(packed, seed).params) < 1e-5
 
 
 def test_auto_packs_seeds_on_tpus_only_and_true_or_false_wins(monkeypatch):

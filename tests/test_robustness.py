@@ -48,11 +48,12 @@ def checkpoint_params(run_dir: Path, config) -> tuple[int, list[np.ndarray]]:
     """(step, parameter arrays) of a run's latest Orbax checkpoint, restored on this process's
     devices whatever mesh wrote it."""
     from resdepth.training import step as steps
+    from resdepth.training.mesh import make_mesh
     from resdepth.training.checkpoints import Checkpointer, abstract_like
     from resdepth.models.network import build_model
     from resdepth.training.loop import model_spec
 
-    mesh = steps.make_mesh()
+    mesh = make_mesh()
     _, state = steps.init_state(config, build_model(model_spec(config, 10), config.run.seed, 1), mesh)
     checkpointer = Checkpointer(run_dir, config.run.keep_checkpoints)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -117,14 +118,27 @@ def test_ctrl_c_then_rerun_finishes_the_grid_with_nothing_lost_or_repeated(tmp_p
     interrupted = json.loads((tmp_path / "digits" / "plain-8-seed0" / "summary.json").read_text())
     assert interrupted["status"] == "interrupted" and interrupted["steps_done"] < 40
     assert not (tmp_path / "digits" / "resnet-8-A-seed0").exists()  # the sweep stopped there
+    # The table's title counts every run of the sweep once, the interrupted one as interrupted.
+    assert re.search(r"digits: 2 runs: 1 interrupted, 1 not started \(\d+ s\)", output), output
 
     rerun = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert re.search(r"digits: 2 runs: 2 completed \(\d+ s\)", rerun.stdout), rerun.stdout
     for name in ("plain-8-seed0", "resnet-8-A-seed0"):
         run_dir = tmp_path / "digits" / name
         assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
         rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows if r["type"] == "train"] == list(range(5, 41, 5))
+
+
+def test_the_sweep_table_title_counts_every_run_by_status():
+    from resdepth.cli.training import sweep_title
+
+    summaries = [{"status": "completed"}, {"status": "interrupted"}]
+    assert sweep_title("demo", summaries, 4, 12.3) == \
+        "demo: 4 runs: 1 completed, 1 interrupted, 2 not started (12 s)"
+    summaries = [{"status": "locked"}, {"status": "completed"}, {"status": "failed"}, {"status": "completed"}]
+    assert sweep_title("grid", summaries, 4, 0) == "grid: 4 runs: 2 completed, 1 failed, 1 locked (0 s)"
 
 
 def test_dry_run_lists_runs_with_parameters_and_cost():

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from resdepth.training import step as steps
+from resdepth.training.mesh import make_mesh
 from resdepth.data.augment import random_crop_flip
 from resdepth.training.checkpoints import Checkpointer
 from resdepth.config import load_config, parse_override
@@ -41,7 +42,7 @@ def final_params(run_dir, config):
     from resdepth.models.network import build_model
     from resdepth.training.loop import model_spec
 
-    _, state = steps.init_state(config, build_model(model_spec(config, 10), 0, 1), steps.make_mesh())
+    _, state = steps.init_state(config, build_model(model_spec(config, 10), 0, 1), make_mesh())
     restored = Checkpointer(run_dir, 2).restore_latest(abstract_like(state))
     return jax.tree.map(np.asarray, jax.device_get((restored.state.params, restored.state.batch_stats,
                                                     restored.state.opt_state)))
@@ -179,7 +180,7 @@ def test_eval_uses_the_single_original_view(tmp_path, digits_data_dir):
     from resdepth.training.sources import DeviceResidentSource
     from resdepth.training.loop import model_spec
 
-    mesh = steps.make_mesh()
+    mesh = make_mesh()
     graphdef, state = steps.init_state(config, build_model(model_spec(config, 10), 0, 1), mesh)
     source = DeviceResidentSource(config, mesh, data)
     source.compile(graphdef, 0)
@@ -217,7 +218,7 @@ FOUR_DEVICE_SCRIPT = textwrap.dedent("""
     from resdepth.config import load_config, parse_override
     from resdepth.models.network import build_model
     from resdepth.training.loop import model_spec
-    from resdepth.training.sources import to_global as _to_global
+    from resdepth.training.mesh import batch_sharded, make_mesh, replicated, to_global as _to_global
     assert jax.device_count() == 4
     # Batch 128 in BatchNorm groups of 64 (the paper's two GPUs): on 4 devices each group
     # spans two devices' shares, and must be normalized exactly as on one device.
@@ -228,14 +229,14 @@ FOUR_DEVICE_SCRIPT = textwrap.dedent("""
     labels = rng.integers(0, 10, 256).astype(np.int32)
     results = []
     for devices in (jax.devices()[:1], jax.devices()):
-        mesh = steps.make_mesh(devices)
+        mesh = make_mesh(devices)
         graphdef, state = steps.init_state(config, build_model(model_spec(config, 10), 0, 1), mesh)
-        rep = steps.replicated(mesh)
+        rep = replicated(mesh)
         data = steps.DeviceDataset(_to_global(images, rep), _to_global(labels, rep),
                                    _to_global(images.mean(0).astype(np.float32), rep))
         train_step = steps.make_train_step(config, graphdef, mesh)
         for step in range(4):
-            indices = _to_global(np.arange(step * 128, step * 128 + 128) % 256, steps.batch_sharded(mesh))
+            indices = _to_global(np.arange(step * 128, step * 128 + 128) % 256, batch_sharded(mesh))
             state = train_step(state, data, indices)
         assert len(state.params["head"]["kernel"].sharding.device_set) == len(devices)
         leaves = [np.asarray(x) for x in jax.tree.leaves(state.params)]

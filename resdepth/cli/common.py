@@ -23,7 +23,35 @@ def examples(*commands: str) -> str:
     return "\n\n".join(["Examples:", *commands])
 
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+def _without_type_tags(params: list) -> None:
+    """Typer tags every parameter in --help with its Python type (<bool>, <int>, <list[str]>)
+    and has no setting to turn that off: an option shows its metavar (--depth N) or nothing
+    (flags, and options whose name says it all), an argument shows its name only."""
+    from typer.core import TyperArgument, TyperOption
+
+    for param in params:
+        if isinstance(param, TyperOption) and param.metavar is None:
+            param.metavar = ""  # TyperOption.display_type_rich shows a metavar that is set
+        elif isinstance(param, TyperArgument):
+            param.display_type_rich = lambda ctx: None
+
+
+class _HelpGroup(typer.core.TyperGroup):
+    """The command group; its and each command's --help without Typer's type tags."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        _without_type_tags(params)
+        return params
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is not None:
+            _without_type_tags(command.get_params(ctx))  # includes its cached -h/--help
+        return command
+
+
+app = typer.Typer(cls=_HelpGroup, add_completion=False, no_args_is_help=True,
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Plain vs residual nets across depth: He et al., CVPR 2016, on JAX.",
                   epilog=examples("resdepth train --dataset digits --depth 14",
@@ -47,7 +75,6 @@ _library_log = logging.getLogger("resdepth")
 _library_log.addHandler(_WarningLine(logging.WARNING))
 _library_log.propagate = False  # not twice through absl's or anyone's root handler
 
-DEFAULT_EXPERIMENT = {"cifar10": "cifar10", "digits": "digits", "imagenet": "imagenet"}
 
 
 def user_errors(command: Callable) -> Callable:
@@ -115,7 +142,7 @@ def _build_config(experiment: Optional[str], dataset: Optional[str], overrides: 
 
     if dataset is not None:
         family_of(dataset)
-    name = experiment or DEFAULT_EXPERIMENT.get(dataset or "cifar10", "cifar10")
+    name = experiment or dataset or "cifar10"  # each dataset has an experiment of its name
     parsed = [parse_override(text) for text in overrides]
     cli = {}
     for path, value in fields.items():
@@ -125,6 +152,6 @@ def _build_config(experiment: Optional[str], dataset: Optional[str], overrides: 
     config = load_config(name, [cli, *parsed] if cli else parsed)
     family = family_of(config.data.dataset)
     config.model.shortcut = check_shortcut(config.model.shortcut)
-    stage_plan(family, config.model.depth)
+    stage_plan(family, config.model.depth, config.data.dataset)
     return config
 

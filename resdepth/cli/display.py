@@ -31,6 +31,10 @@ class RunDisplay:
     ImageNet is about to train on a CPU, and says the first iteration waits for compilation.
     The bar's columns have fixed widths so that the iteration count survives an 80-column
     terminal; the statistics get what is left.
+
+    A plain line for iteration N shows the test error of the evaluation at N, or none when N was
+    not evaluated (the loop sends an iteration's "eval" event before its "train" event); the bar
+    shows the latest evaluation with its iteration ("test 7.67% @40").
     """
 
     live: Optional["RunDisplay"] = None  # the display whose progress bar is on screen
@@ -39,7 +43,8 @@ class RunDisplay:
                  out: Optional[Console] = None):
         self.label, self.run_dir, self.dataset = label, run_dir, dataset
         self.console = out or console
-        self.progress, self.task, self.last_eval = None, None, None
+        self.progress, self.task = None, None
+        self.last_eval: Optional[tuple[int, float]] = None  # (iteration, test error)
         self.last_line_tenth = 0
 
     def __enter__(self):
@@ -59,14 +64,20 @@ class RunDisplay:
         elif event.kind == "train":
             stats = (f"err {100 * data['train_error']:.1f}% loss {data['train_loss']:.3f} "
                      f"lr {data['learning_rate']:.3g} {data['images_per_s']:.0f} img/s")
-            if self.last_eval is not None:
-                stats = f"test {100 * self.last_eval:.2f}% " + stats
             if self.progress is not None:
+                if self.last_eval is not None:
+                    step, error = self.last_eval
+                    stats = f"test {100 * error:.2f}% @{step} " + stats
                 self.progress.update(self.task, completed=event.step, stats=stats)
             elif self._plain_line_due(event):
+                if self.last_eval is not None and self.last_eval[0] == event.step:
+                    stats = f"test {100 * self.last_eval[1]:.2f}% " + stats
                 self._line(f"{self.label} iter {event.step}/{event.total_steps} {stats}")
         elif event.kind == "eval":
-            self.last_eval = data["test_error"]
+            self.last_eval = (event.step, data["test_error"])
+        elif event.kind == "already_completed":
+            where = self.run_dir if self.run_dir is not None else self.label
+            self.console.print(f"already completed: {where}", highlight=False, soft_wrap=True)
         elif event.kind == "note":
             self._line(f"{self.label}: {data['message']}")
         elif event.kind == "end":

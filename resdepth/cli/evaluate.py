@@ -6,7 +6,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from resdepth.errors import InvalidChoice
 from resdepth.cli.common import (app, console, errors, examples, user_errors, _prepare_runtime)
 
 
@@ -15,18 +14,12 @@ from resdepth.cli.common import (app, console, errors, examples, user_errors, _p
 @user_errors
 def analyze(
     run_dirs: Annotated[list[Path], typer.Argument(help="run directories (or experiment folders)")],
-    data_dir: Annotated[Optional[str], typer.Option(help="TFDS data dir, if not the run's own")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="TFDS data dir, if not the run's own")] = None,
 ) -> None:
     """Std of each 3x3 layer's response on the test set (Figure 7), saved in each run."""
-    from resdepth.results.reading import find_run_dirs
+    from resdepth.results.reading import run_dirs_in
 
-    targets = []
-    for path in run_dirs:
-        if not path.exists():
-            raise InvalidChoice(f"no such folder: {path}")
-        targets.extend([path] if (path / "config.json").exists() else find_run_dirs(path))
-    if not targets:
-        raise InvalidChoice("no run directories found (a run directory holds config.json)")
+    targets, _ = run_dirs_in(run_dirs)  # each run once; files among the paths are passed over
     _prepare_runtime()
     from resdepth.evaluate.analyze import analyze_run
 
@@ -42,10 +35,10 @@ def analyze(
 @user_errors
 def evaluate(
     run_dirs: Annotated[list[Path], typer.Argument(help="ImageNet run directories, or experiment folders (files among them are passed over)")],
-    mode: Annotated[str, typer.Option(help="10crop (Tables 2, 3) or multiscale (Table 4)")] = "10crop",
-    data_dir: Annotated[Optional[str], typer.Option(help="TFDS data dir, if not the run's own")] = None,
-    manual_dir: Annotated[Optional[str], typer.Option(help="folder holding the ImageNet archives")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="test on the first N validation images only")] = None,
+    mode: Annotated[str, typer.Option(metavar="10crop|multiscale", help="10crop (Tables 2, 3) or multiscale (Table 4)")] = "10crop",
+    data_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="TFDS data dir, if not the run's own")] = None,
+    manual_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="folder holding the ImageNet archives")] = None,
+    limit: Annotated[Optional[int], typer.Option(metavar="N", help="test on the first N validation images only")] = None,
 ) -> None:
     """The paper's ImageNet testing of trained runs: 10-crop or fully convolutional multi-scale."""
     from resdepth.results.reading import run_dirs_in

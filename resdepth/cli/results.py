@@ -35,7 +35,7 @@ def table(
 
     results = folder_tables(folder)
     if json_:
-        written = write_table(folder)
+        written = write_table(folder, results)
         _print_json({"tables": [dataclasses.asdict(result) for result in results], "written": str(written)})
         errors.print(f"wrote {written}", highlight=False, soft_wrap=True)
         return
@@ -48,7 +48,7 @@ def table(
         console.print(rich_table)
         for note in result.notes:
             console.print(note, style="dim")
-    console.print(f"wrote {write_table(folder)}")
+    console.print(f"wrote {write_table(folder, results)}")
 
 
 @app.command(epilog=examples("resdepth status results", "watch -n 30 resdepth status results/table6",
@@ -58,8 +58,9 @@ def status(
     folder: Annotated[Path, typer.Argument(help="a results folder, an experiment folder or a run")],
     json_: Annotated[bool, typer.Option("--json", help="print the rows as JSON on stdout, nothing else")] = False,
 ) -> None:
-    """Every run's status, iterations, latest errors, speed, ETA and lock holder; reads the
-    files only, so it is safe while sweeps run (on this machine or others)."""
+    """Every run's status, iterations, latest errors, speed, ETA and lock holder.
+
+    Reads the files only, so it is safe while sweeps run (on this machine or others)."""
     from resdepth.results.status import study_status
 
     rows = study_status(folder)
@@ -102,8 +103,10 @@ def _duration(seconds: Optional[float]) -> str:
                              "xdg-open results/demo/report.html"))
 @user_errors
 def report(folder: Annotated[Path, typer.Argument(help="an experiment folder (results/<experiment>), or a folder of them")]) -> None:
-    """One self-contained report.html per experiment: tables, figures, run status, config
-    differences, code and machine; opens from disk with no server or network."""
+    """One self-contained report.html per experiment, opened from disk with no server.
+
+    It holds the tables, figures, run status, config differences, code and machine, and needs
+    no network."""
     from resdepth.results.report import report_folder
 
     for path in report_folder(folder):

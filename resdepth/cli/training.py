@@ -22,9 +22,9 @@ from resdepth.cli.common import (app, console, errors, examples, user_errors, _p
     "resdepth train --experiment mine.toml"))
 @user_errors
 def show_config(
-    experiment: Annotated[Optional[str], typer.Option(help="experiment file name or path (experiments/*.toml)")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="cifar10, digits or imagenet; picks its experiment file")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override any config field: section.key=value")] = None,
+    experiment: Annotated[Optional[str], typer.Option(metavar="NAME|FILE", help="experiment file name or path (experiments/*.toml)")] = None,
+    dataset: Annotated[Optional[str], typer.Option(metavar="NAME", help="cifar10, digits or imagenet; picks its experiment file")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="override any config field: section.key=value")] = None,
 ) -> None:
     """Print the resolved config as TOML, an experiment file that --experiment reads back; trains nothing."""
     from resdepth.config import config_to_toml
@@ -34,12 +34,45 @@ def show_config(
 
 
 
-def already_completed(run_dir: Path) -> Optional[dict[str, Any]]:
-    """The saved summary of a finished run (which train_and_evaluate returns untouched), or None."""
-    from resdepth.rundir.files import SUMMARY_FILE, read_json
+STEPS_HELP = ("total iterations{}; the learning-rate drops move to the same fractions of the run "
+              "(the warm-up cap and the intervals stay); --set optim.lr_boundaries_steps=[...] or "
+              "optim.total_steps=N is taken as given")
 
-    summary = read_json(run_dir / SUMMARY_FILE)
-    return summary if isinstance(summary, dict) and summary.get("status") == "completed" else None
+
+def _config_for_steps(experiment: Optional[str], dataset: Optional[str], overrides: list[str],
+                      steps: Optional[int], **fields: Any) -> tuple[Any, Optional[dict[str, Any]]]:
+    """The config of `train` and `sweep`, and how `--steps` scaled its schedule (or None).
+
+    `--steps N` runs N iterations with the experiment's learning-rate drops at the same
+    fractions of the run (config.scale_schedule), unless `--set` gives the drops or the
+    iterations itself: those are taken literally. The scaling is one line on stderr.
+    """
+    from resdepth.config import parse_override, scale_schedule
+
+    def literal(override: dict[str, Any]) -> bool:
+        optim = override.get("optim")
+        return isinstance(optim, dict) and bool({"total_steps", "lr_boundaries_steps"} & set(optim))
+
+    if steps is None or any(literal(parse_override(text)) for text in overrides):
+        return _build_config(experiment, dataset, overrides, **fields, **{"optim.total_steps": steps}), None
+    config = _build_config(experiment, dataset, overrides, **fields)
+    scaled = scale_schedule(config, steps)
+    return config, scaled
+
+
+def _say_scaled(scaled: Optional[dict[str, Any]]) -> None:
+    """--steps 600: learning-rate drops at 300, 450 (the experiment's 200, 300 of 400, scaled)."""
+    if scaled:
+        join = lambda values: ", ".join(map(str, values))  # noqa: E731
+        errors.print(f"--steps {scaled['total_steps']}: learning-rate drops at "
+                     f"{join(scaled['lr_boundaries_steps'])} (the experiment's "
+                     f"{join(scaled['from_lr_boundaries_steps'])} of {scaled['from_total_steps']}, "
+                     f"scaled)", highlight=False, soft_wrap=True)
+
+
+def _config_notes(scaled: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """What config.json records of how the run was started: the scaled schedule."""
+    return {"lr_boundaries_scaled": scaled} if scaled else None
 
 
 
@@ -59,52 +92,40 @@ def _report(summary: dict[str, Any]) -> None:
                              "resdepth train --dataset cifar10 --depth 56 --plain --seed 1"))
 @user_errors
 def train(
-    dataset: Annotated[Optional[str], typer.Option(help="cifar10, digits (offline) or imagenet")] = None,
-    depth: Annotated[Optional[int], typer.Option(help="weighted layers: 6n+2 for cifar10/digits")] = None,
+    dataset: Annotated[Optional[str], typer.Option(metavar="NAME", help="cifar10, digits (offline) or imagenet")] = None,
+    depth: Annotated[Optional[int], typer.Option(metavar="N", help="weighted layers: 6n+2 for cifar10/digits")] = None,
     plain: Annotated[bool, typer.Option("--plain", help="the plain net: no shortcuts")] = False,
-    shortcut: Annotated[Optional[str], typer.Option(help="shortcut option A, B or C (§3.3)")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="fixes initialization, data order and augmentation")] = None,
-    out: Annotated[Path, typer.Option(help="results folder; the run goes to OUT/<experiment>/<run>")] = Path("results"),
-    experiment: Annotated[Optional[str], typer.Option(help="experiment file name or path (experiments/*.toml)")] = None,
-    data_dir: Annotated[Optional[str], typer.Option(help="TFDS data dir (datasets are downloaded here)")] = None,
-    manual_dir: Annotated[Optional[str], typer.Option(help="folder holding the ImageNet archives")] = None,
+    shortcut: Annotated[Optional[str], typer.Option(metavar="A|B|C", help="shortcut option A, B or C (§3.3)")] = None,
+    seed: Annotated[Optional[int], typer.Option(metavar="N", help="fixes initialization, data order and augmentation")] = None,
+    out: Annotated[Path, typer.Option(metavar="DIR", help="results folder; the run goes to OUT/<experiment>/<run>")] = Path("results"),
+    experiment: Annotated[Optional[str], typer.Option(metavar="NAME|FILE", help="experiment file name or path (experiments/*.toml)")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="TFDS data dir (datasets are downloaded here; default ~/tensorflow_datasets, for digits ~/.cache/resdepth/tensorflow_datasets)")] = None,
+    manual_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="folder holding the ImageNet archives")] = None,
     val_split: Annotated[Optional[bool], typer.Option("--val-split/--no-val-split", help="hold out 10% of training images as the test set")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="total iterations (the paper: 64000 on CIFAR-10)")] = None,
-    tag: Annotated[Optional[str], typer.Option(help="a name suffix keeping a variant's run apart, e.g. lr05")] = None,
+    steps: Annotated[Optional[int], typer.Option(metavar="N", help=STEPS_HELP.format(" (the paper: 64000 on CIFAR-10)"))] = None,
+    tag: Annotated[Optional[str], typer.Option(metavar="NAME", help="a name suffix keeping a variant's run apart, e.g. lr05")] = None,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="also write the curves as TensorBoard event files in RUN_DIR/tensorboard (run.tensorboard)")] = False,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override any config field: section.key=value")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="override any config field: section.key=value")] = None,
 ) -> None:
     """Train one plain or residual net with the paper's recipe; re-run the command to resume."""
-    config = _build_config(experiment, dataset, set_ or [], **{
+    config, scaled = _config_for_steps(experiment, dataset, set_ or [], steps, **{
         "data.dataset": dataset, "model.depth": depth, "model.residual": False if plain else None,
         "model.shortcut": shortcut.upper() if shortcut else None, "run.seed": seed,
         "data.data_dir": data_dir, "data.manual_dir": manual_dir, "data.val_split": val_split,
-        "optim.total_steps": steps, "run.tag": tag, "run.tensorboard": tensorboard or None})
-    from resdepth.rundir.files import ensure_writable
+        "run.tag": tag, "run.tensorboard": tensorboard or None})
+    from resdepth.training.session import train_run
     from resdepth.training.sweep import run_dir_for
 
     run_dir = run_dir_for(out, config)
-    from resdepth.rundir.lock import removed_if_left_empty
 
-    with removed_if_left_empty(run_dir):  # a run that fails before training leaves no folder
-        ensure_writable(run_dir)
-        from resdepth.rundir.files import check_same_run
-
-        check_same_run(run_dir, config)  # before JAX starts: a conflict is one line, at once
-        finished = already_completed(run_dir)
-        if finished is not None:  # what train_and_evaluate would return, without starting JAX
-            console.print(f"already completed: {run_dir}", highlight=False, soft_wrap=True)
-            _report(finished)
-            return
+    def starting() -> None:  # the run is checked and free: now TensorFlow and JAX start
+        _say_scaled(scaled)
         _prepare_runtime(config.data)
-        from resdepth.training.sweep import claim_run
-        from resdepth.training.tensorboard_log import with_tensorboard
-        from resdepth.training.loop import train_and_evaluate
 
-        # One process per run: another holding it is one line naming its host and pid, exit 2.
-        with claim_run(run_dir), RunDisplay(run_dir.name, run_dir, config.data.dataset) as display:
-            sink = with_tensorboard(display, run_dir, config.run.tensorboard)
-            summary = train_and_evaluate(config, run_dir, sink)
+    # A finished run, a conflict or a run another process holds is told at once, before JAX.
+    with RunDisplay(run_dir.name, run_dir, config.data.dataset) as display:
+        summary = train_run(config, run_dir, display, prepare=starting,
+                            config_notes=_config_notes(scaled))
     _report(summary)
     if summary["status"] == "diverged":
         raise typer.Exit(1)
@@ -117,25 +138,25 @@ def train(
                              "resdepth sweep --dataset digits --depths 20,56 --seeds 0,1"))
 @user_errors
 def sweep(
-    dataset: Annotated[Optional[str], typer.Option(help="cifar10, digits or imagenet")] = None,
-    depths: Annotated[Optional[str], typer.Option(help="comma-separated depths, e.g. 20,56,110")] = None,
-    arch: Annotated[Optional[str], typer.Option(help="plain,residual (either or both)")] = None,
-    seeds: Annotated[Optional[str], typer.Option(help="comma-separated seeds, e.g. 0,1,2")] = None,
-    experiment: Annotated[Optional[str], typer.Option(help="experiment file (experiments/*.toml); names the results folder")] = None,
-    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
-    shard_: Annotated[Optional[str], typer.Option("--shard", help="I/N: run only part I (0-based) of N disjoint parts; auto: I/N from a SLURM job array or a Kubernetes Indexed Job (auto/N, or RESDEPTH_SHARD_COUNT, gives N)")] = None,
+    dataset: Annotated[Optional[str], typer.Option(metavar="NAME", help="cifar10, digits or imagenet")] = None,
+    depths: Annotated[Optional[str], typer.Option(metavar="N,N,...", help="comma-separated depths, e.g. 20,56,110")] = None,
+    arch: Annotated[Optional[str], typer.Option(metavar="ARCH,...", help="plain,residual (either or both)")] = None,
+    seeds: Annotated[Optional[str], typer.Option(metavar="N,N,...", help="comma-separated seeds, e.g. 0,1,2")] = None,
+    experiment: Annotated[Optional[str], typer.Option(metavar="NAME|FILE", help="experiment file (experiments/*.toml); names the results folder")] = None,
+    out: Annotated[Path, typer.Option(metavar="DIR", help="results folder")] = Path("results"),
+    shard_: Annotated[Optional[str], typer.Option("--shard", metavar="I/N|auto", help="I/N: run only part I (0-based) of N disjoint parts; auto: I/N from a SLURM job array or a Kubernetes Indexed Job (auto/N, or RESDEPTH_SHARD_COUNT, gives N)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list the runs, their size and cost; train nothing")] = False,
     json_: Annotated[bool, typer.Option("--json", help="with --dry-run: the runs as JSON on stdout, nothing else")] = False,
-    data_dir: Annotated[Optional[str], typer.Option(help="TFDS data dir")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="total iterations per run")] = None,
-    tag: Annotated[Optional[str], typer.Option(help="a name suffix for every run of this sweep (a variant of the experiment)")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="TFDS data dir")] = None,
+    steps: Annotated[Optional[int], typer.Option(metavar="N", help=STEPS_HELP.format(" per run"))] = None,
+    tag: Annotated[Optional[str], typer.Option(metavar="NAME", help="a name suffix for every run of this sweep (a variant of the experiment)")] = None,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="also write each run's curves as TensorBoard event files in RUN_DIR/tensorboard (run.tensorboard)")] = False,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override any config field: section.key=value")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="override any config field: section.key=value")] = None,
 ) -> None:
     """Train every (architecture, depth, seed) of a grid; skips finished runs, resumes the rest."""
-    overrides = {"data.dataset": dataset, "data.data_dir": data_dir, "optim.total_steps": steps,
-                 "run.tag": tag, "run.tensorboard": tensorboard or None}
-    config = _build_config(experiment, dataset, set_ or [], **overrides)
+    overrides = {"data.dataset": dataset, "data.data_dir": data_dir, "run.tag": tag,
+                 "run.tensorboard": tensorboard or None}
+    config, scaled = _config_for_steps(experiment, dataset, set_ or [], steps, **overrides)
     if depths:
         config.sweep.depths = parse_depths(depths)
         config.sweep.depths_by_arch = {}
@@ -160,6 +181,7 @@ def sweep(
                          f"only {grid_size}; use at most {grid_size} parts", highlight=False, soft_wrap=True)
     if json_ and not dry_run:
         raise InvalidChoice("--json goes with --dry-run (a sweep's progress is not JSON)")
+    _say_scaled(scaled)
     if dry_run:
         _show_dry_run(config, points, out, json_)
         return
@@ -178,25 +200,20 @@ def sweep(
         shown: list[RunDisplay] = []  # the current run's display, closed even if its run crashed
 
         def on_run(point, run_config, run_dir):
-            if already_completed(run_dir) is not None:
-                console.print(f"already completed: {run_dir}", highlight=False, soft_wrap=True)
-                return lambda event: None
             display = RunDisplay(run_dir.name, run_dir, run_config.data.dataset)
             shown.append(display.__enter__())
-            from resdepth.training.tensorboard_log import with_tensorboard
-
-            sink = with_tensorboard(display, run_dir, run_config.run.tensorboard)
 
             def closing_sink(event):  # packed seeds train together: each display ends with its run
-                sink(event)
-                if event.kind == "end":
+                display(event)
+                if event.kind in ("end", "already_completed"):
                     display.__exit__(None, None, None)
 
             return closing_sink
 
         with stop_on_signals() as stop:
             try:
-                summaries = sweeping.run_sweep(config, points, out, on_run, stop, on_note=_skipped_note)
+                summaries = sweeping.run_sweep(config, points, out, on_run, stop, on_note=_skipped_note,
+                                               config_notes=_config_notes(scaled))
             finally:
                 while shown:
                     shown.pop().__exit__(None, None, None)
@@ -218,6 +235,7 @@ def _show_dry_run(config, points, out: Path, as_json: bool = False) -> None:
     gpu_hours = gpu_hours_at(total)
     if as_json:
         _print_json({"experiment": config.name, "total_steps": config.optim.total_steps,
+                     "lr_boundaries_steps": config.optim.lr_boundaries_steps,
                      "batch_size": config.optim.batch_size, "runs": rows, "total_train_pflop": total,
                      "assumed_tflops_per_gpu": ASSUMED_TFLOPS, "estimated_gpu_hours": gpu_hours})
         return
@@ -236,8 +254,24 @@ def _show_dry_run(config, points, out: Path, as_json: bool = False) -> None:
                   f"prints the grid's projected wall time.")
 
 
+def sweep_title(name: str, summaries: list[dict[str, Any]], planned: int, seconds: float) -> str:
+    """'demo: 4 runs: 1 completed, 1 interrupted, 2 not started (12 s)': every run of the sweep
+    counted once, by its status (a run passed over as locked: "locked")."""
+    import collections
+
+    counts = collections.Counter(summary.get("status", "?") for summary in summaries)
+    order = ["completed", "interrupted", "diverged", "failed", "locked"]
+    parts = [f"{counts[status]} {status}" for status in sorted(
+        counts, key=lambda status: (order.index(status) if status in order else len(order), status))]
+    if planned > len(summaries):
+        parts.append(f"{planned - len(summaries)} not started")
+    runs = f"{planned} run" + ("" if planned == 1 else "s")
+    return f"{name}: {runs}: {', '.join(parts)} ({seconds:.0f} s)"
+
+
 def _show_sweep_table(name: str, summaries: list[dict[str, Any]], planned: int, seconds: float) -> None:
-    table = Table(title=f"{name}: {len(summaries)} of {planned} runs ({seconds:.0f} s)")
+    title = sweep_title(name, summaries, planned, seconds)
+    table = Table(title=title, min_width=len(title))  # the title on one line
     for column in ("run", "status", "train error", "test error", "params"):
         table.add_column(column, justify="left" if column in ("run", "status") else "right")
     for summary in summaries:

@@ -29,6 +29,9 @@ VALIDATION_FRACTION_PERCENT = 10  # the paper's 45k/5k split of CIFAR-10's 50k t
 # dead connection for minutes.
 DOWNLOAD_URLS = {"cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"}
 PROBE_TIMEOUT_S = 5.0
+# The embedded digits are prepared in the user's cache folder unless --data-dir says otherwise;
+# the datasets that really download keep TFDS's default (~/tensorflow_datasets).
+CACHED_DATASETS = ("digits",)
 
 
 class DatasetUnavailable(InvalidChoice):
@@ -72,6 +75,17 @@ def _splits(config: DataConfig) -> tuple[str, str]:
     return "train", "test"
 
 
+def default_data_dir(dataset: str) -> str | None:
+    """The TFDS data dir used when none is given: the digits go to
+    $XDG_CACHE_HOME/resdepth/tensorflow_datasets (else ~/.cache/resdepth/tensorflow_datasets);
+    None (TFDS's own default) for the others."""
+    if dataset in CACHED_DATASETS:
+        from resdepth.runtime.jax_setup import user_cache_root
+
+        return str(user_cache_root() / "tensorflow_datasets")
+    return None
+
+
 def load_dataset(config: DataConfig) -> InMemoryDataset:
     """Downloads (first use) and loads `config.dataset` into memory, or DatasetUnavailable."""
     if config.dataset not in TFDS_NAMES:
@@ -82,7 +96,7 @@ def load_dataset(config: DataConfig) -> InMemoryDataset:
     if config.dataset == "digits":
         importlib.import_module("resdepth.data.digits")  # registers its builder with TFDS
 
-    data_dir = config.data_dir or None
+    data_dir = config.data_dir or default_data_dir(config.dataset)
     train_split, test_split = _splits(config)
     from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
     from tensorflow_datasets.core.download.util import DownloadError
@@ -94,7 +108,11 @@ def load_dataset(config: DataConfig) -> InMemoryDataset:
         builder = tfds.builder(TFDS_NAMES[config.dataset], data_dir=data_dir)
         # The CLI probes the download host first (check_download_reachable) so an offline
         # machine fails in seconds; the library leaves that to its caller (tests use mock data).
-        builder.download_and_prepare()
+        if config.dataset in CACHED_DATASETS:  # from scikit-learn: never ask TFDS's bucket
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+        else:
+            builder.download_and_prepare()
         train = builder.as_dataset(split=train_split, as_supervised=True, shuffle_files=False)
         test = builder.as_dataset(split=test_split, as_supervised=True, shuffle_files=False)
     except (OSError, DownloadError, NonMatchingChecksumError) as error:

@@ -40,6 +40,14 @@ class ResdepthDigits(tfds.core.GeneratorBasedBuilder):
             homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html#digits-dataset",
         )
 
+    # Nothing is downloaded: TFDS's "Downloading and preparing dataset Unknown size ..." and
+    # "... downloaded and prepared to ..." lines would say otherwise, so they are left out.
+    def _log_download_bytes(self) -> None:
+        pass
+
+    def _log_download_done(self) -> None:
+        pass
+
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         return {"train": self._generate_examples(train=True),
                 "test": self._generate_examples(train=False)}

@@ -23,13 +23,14 @@ def load_trained_run(run_dir: Path, num_classes: int, in_channels: int,
                      data_dir: str | None = None) -> TrainedRun:
     """Restores the newest readable checkpoint of `run_dir`, or InvalidChoice."""
     from resdepth.training import step as steps
+    from resdepth.training.mesh import make_mesh
     from resdepth.training.checkpoints import Checkpointer, abstract_like
     from resdepth.models.network import build_model
     from resdepth.training.loop import model_spec
 
     config = run_config(run_dir, data_dir)
     model = build_model(model_spec(config, num_classes), config.run.seed, in_channels)
-    graphdef, state = steps.init_state(config, model, steps.make_mesh())
+    graphdef, state = steps.init_state(config, model, make_mesh())
     restored = Checkpointer(run_dir, config.run.keep_checkpoints).restore_latest(abstract_like(state))
     if restored is None or restored.state is None:
         raise InvalidChoice(f"{run_dir} has no readable checkpoint")

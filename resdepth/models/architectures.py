@@ -35,18 +35,21 @@ class StagePlan:
     stem_features: int
 
 
-def cifar_blocks_per_stage(depth: int) -> int:
-    """n for depth 6n + 2, or InvalidChoice."""
+def cifar_blocks_per_stage(depth: int, dataset: str | None = None) -> int:
+    """n for depth 6n + 2, or InvalidChoice naming `dataset` (the user's) if given."""
     if depth < 8 or (depth - 2) % 6:
-        raise InvalidChoice(
-            f"CIFAR depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, 1202, ...), got {depth}")
+        what = "CIFAR" if dataset is None else dataset
+        nets = "" if dataset in (None, "cifar10") else " (the CIFAR nets)"
+        raise InvalidChoice(f"{what} depth must be 6n+2{nets} with n >= 1 "
+                            f"(8, 14, 20, 32, 44, 56, 110, 1202, ...), got {depth}")
     return (depth - 2) // 6
 
 
-def stage_plan(family: str, depth: int) -> StagePlan:
-    """The stage layout of the `family` ("cifar" or "imagenet") net with `depth` weighted layers."""
+def stage_plan(family: str, depth: int, dataset: str | None = None) -> StagePlan:
+    """The stage layout of the `family` ("cifar" or "imagenet") net with `depth` weighted layers;
+    a bad depth's message names `dataset`, the user's choice, if given."""
     if family == "cifar":
-        n = cifar_blocks_per_stage(depth)
+        n = cifar_blocks_per_stage(depth, dataset)
         return StagePlan("basic", (n, n, n), (16, 32, 64), stem_features=16)
     if family == "imagenet":
         if depth not in IMAGENET_DEPTHS:

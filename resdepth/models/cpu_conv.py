@@ -6,8 +6,8 @@ are convolutions in other forms: the kernel gradient contracts over the batch (t
 the "feature" dimension of its input), and the input gradient reads the kernel with its in and
 out channels swapped. Outside a loop XLA rewrites both into canonical form; inside a `while`
 loop, which is what each scanned stage is, it does not, and its naive loop emitter runs them
-many times slower than the library (the gradient of a scanned 4-layer 3x3 stack, 16 channels,
-batch 128: 15x on jax 0.10, 22x on 0.12; whole train steps: docs/benchmarks.md).
+many times slower than the library (the measurements, for a scanned stack and for whole
+train steps: docs/benchmarks.md).
 
 `cpu_conv`'s custom VJP writes the input and kernel gradients in canonical form itself (it
 transposes the operands and flips the kernel explicitly), so forward and backward run on the
@@ -32,8 +32,8 @@ NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
 # What the backward pass of a scanned block keeps on CPU: the convolutions' outputs, by this
 # name; BatchNorm and ReLU are recomputed from them (jax.checkpoint with this policy, in
 # models.Stage). Storing every elementwise intermediate in the scan's stacked buffers and
-# reading it back costs more than recomputing it: train step +8% (ResNet-20) and +15-18%
-# (ResNet-56) on jax 0.10 and 0.12, with less memory (docs/benchmarks.md).
+# reading it back costs more than recomputing it, measured on jax 0.10 and 0.12, and takes more
+# memory (docs/benchmarks.md).
 CONV_OUTPUT = "cpu_conv_output"
 KEEP_CONV_OUTPUTS = jax.checkpoint_policies.save_only_these_names(CONV_OUTPUT)
 
@@ -92,8 +92,8 @@ def kernel_grad(x: jax.Array, grad: jax.Array, kernel_hw: tuple[int, int],
     """
     # The barrier makes x and grad materialize before they are transposed. Without it XLA fuses
     # each transpose with what produced its operand (in a scan: the dynamic-slice that reads
-    # the stacked residual), and that fusion reads in strided order, 5-10x slower than a plain
-    # transpose. Train step: ResNet-56 +9% on jax 0.12, +4-6% on 0.10 (docs/benchmarks.md).
+    # the stacked residual), and that fusion reads in strided order, several times slower than
+    # a plain transpose (the train step with and without it: docs/benchmarks.md).
     x, grad = lax.optimization_barrier((x, grad))
     channels_first = jnp.transpose(x, (3, 1, 2, 0))  # (Cin, H, W, N)
     grad_as_kernel = jnp.transpose(grad, (1, 2, 0, 3))  # (H', W', N, Cout)
@@ -111,9 +111,8 @@ def kernel_grad(x: jax.Array, grad: jax.Array, kernel_hw: tuple[int, int],
 
 # Maps this small (in pixels, H x W) are convolved as one matrix product over their patches.
 # On a 2x2 map XLA:CPU rewrites a padded 3x3 convolution into a form its library kernels do not
-# take, and runs it about 30x slower than a 4x4 one (5-6 ms at batch 128 and 64 channels: most
-# of a digits ResNet-56 step, whose third stage is 2x2). CIFAR's and ImageNet's maps never
-# get this small.
+# take, and runs it far slower than a 4x4 one: most of a digits ResNet-56 step, whose third
+# stage is 2x2 (docs/benchmarks.md). CIFAR's and ImageNet's maps never get this small.
 TINY_MAP_PIXELS = 4
 
 

@@ -25,7 +25,8 @@ CIFAR_PARAMS_OPTION_A: dict[int, int] = {
 IMAGENET_MULTIPLY_ADDS: dict[int, float] = {
     18: 1.8e9, 34: 3.6e9, 50: 3.8e9, 101: 7.6e9, 152: 11.3e9}
 
-# Option B parameter counts, 1000 classes (as torchvision counts them).
+# Option B parameter counts, 1000 classes, as torchvision counts them: not the paper's (it gives
+# FLOPs for ImageNet, no parameter counts); a check of our nets, never shown as the paper's.
 IMAGENET_PARAMS_OPTION_B: dict[int, int] = {
     18: 11_689_512, 34: 21_797_672, 50: 25_557_032, 101: 44_549_160, 152: 60_192_808}
 
@@ -56,6 +57,13 @@ TABLE4_MULTISCALE_PERCENT: dict[PaperKey, tuple[float, float]] = {
 def paper_key(arch: str, depth: int, shortcut: str | None) -> PaperKey:
     """The table key of a net; a plain net has no shortcut, whatever its config says."""
     return (arch, depth, None if arch == "plain" else shortcut)
+
+
+def label_count(label: str | None) -> int | None:
+    """The number a rounded label of Table 6 stands for ("0.27M" -> 270000), or None."""
+    if not label:
+        return None
+    return round(float(label.removesuffix("M")) * 1_000_000)
 
 
 def cifar_params_option_a(depth: int) -> int:

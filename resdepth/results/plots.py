@@ -3,7 +3,8 @@
 `build_*` functions return a matplotlib Figure (or None when the runs hold nothing to draw) so
 it can be inspected; the others write it as PNG and SVG, each file atomically (temporary file,
 then os.replace), and return the paths written, or []. Errors are fractions in the runs and
-percent on the axes; iterations are in units of 10^4, as on the paper's x axes. Runs evaluated
+percent on the axes; iterations are in units of 10^4, as on the paper's x axes, for runs of
+10^4 iterations or more (plain iterations for shorter ones). Runs evaluated
 on held-out training images (`eval_split` "validation") get figures of their own, "-validation"
 in the file name and "validation" in the title, never beside test errors. Panels without a run
 are left out. matplotlib is imported only when a figure is drawn, so importing this module (and
@@ -27,6 +28,10 @@ from resdepth.rundir.files import write_bytes_atomically
 FORMATS = ("png", "svg")
 PNG_DPI = 150
 ITERATIONS_UNIT = 1e4  # x axes: iterations / 10^4, as the paper's
+PAPER_AXIS_MIN_ITERATIONS = 10_000  # shorter runs: plain iterations (0.000-0.040 reads badly)
+# The y axes reach this fraction of their range past each end, so a curve at an end (0% error,
+# or drawn at the edge because it is off the axis) lies inside, not hidden under the frame.
+EDGE_MARGIN = 0.03
 FIGURE6_ERROR_RANGE = (0.0, 20.0)  # percent, the paper's y axis
 FIGURE4_ERROR_RANGE = (20.0, 60.0)
 DEEP_RESNET = 110  # Figure 6's right panel: ResNet-110 and deeper (when a deeper one was run)
@@ -96,6 +101,12 @@ def _error_limits(paper_range: tuple[float, float], finals_percent: Iterable[flo
             max(high, min(100.0, 10.0 * (max(finals) // 10 + 1))))
 
 
+def _with_margin(low: float, high: float) -> tuple[float, float]:
+    """The visible y range of data in [low, high]: EDGE_MARGIN of it more at each end."""
+    margin = EDGE_MARGIN * (high - low)
+    return low - margin, high + margin
+
+
 def _label_off_axis_ends(ax: Any, ends: list[tuple[float, float, str, Any]],
                          low: float, high: float) -> None:
     """Names each curve that ends outside (low, high) at its right end, stacked at the edge."""
@@ -113,7 +124,8 @@ def _label_off_axis_ends(ax: Any, ends: list[tuple[float, float, str, Any]],
 def _curve_figure(panels: list[tuple[str, list[RunGroup]]], paper_range: tuple[float, float],
                   split: str, title: str) -> Any:
     """Panels of training (thin dashed) and test or validation (bold) error (%) against
-    iterations (10^4), one curve pair per net: its lowest seed, a real run and not an average.
+    iterations (10^4 from PAPER_AXIS_MIN_ITERATIONS on), one curve pair per net: its lowest
+    seed, a real run and not an average.
 
     Values outside the y range are drawn at its edge, and a curve that ends there is labelled
     with its final value. Panels without a curve are left out; None if none has one.
@@ -129,6 +141,9 @@ def _curve_figure(panels: list[tuple[str, list[RunGroup]]], paper_range: tuple[f
         None if g.runs[0].final_test_error is None else 100 * g.runs[0].final_test_error
         for g in shown])
     evaluated = "test" if split == TEST else "val."
+    longest = max((p.step for g in shown for p in (*g.runs[0].train, *g.runs[0].evals)), default=0)
+    unit, x_label = ((ITERATIONS_UNIT, "iter. (1e4)") if longest >= PAPER_AXIS_MIN_ITERATIONS
+                     else (1, "iterations"))
     fig, axes = _new_figure(1, len(panels), sharey=True)
     for ax, (heading, groups) in zip(axes[0], panels):
         ends = []
@@ -141,20 +156,20 @@ def _curve_figure(panels: list[tuple[str, list[RunGroup]]], paper_range: tuple[f
                                                (run.evals, evaluated, BOLD, "-")):
                 if not points:
                     continue
-                xs = [p.step / ITERATIONS_UNIT for p in points]
+                xs = [p.step / unit for p in points]
                 ys = [100 * p.error for p in points]
                 ax.plot(xs, [min(max(y, low), high) for y in ys], color=colour, linewidth=width,
                         linestyle=style, label=None if kind == "train" else label)
                 ends.append((xs[-1], ys[-1], f"{group.label} {kind} {ys[-1]:.1f}%", colour))
         _label_off_axis_ends(ax, ends, low, high)
         ax.set_title(heading)
-        ax.set_xlabel("iter. (1e4)")
+        ax.set_xlabel(x_label)
         ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best", fontsize="small")  # "best" also avoids the end labels
     axes[0][0].set_ylabel("error (%)")
-    axes[0][0].set_ylim(low, high)
+    axes[0][0].set_ylim(*_with_margin(low, high))
     fig.suptitle(title, fontsize="medium")
     return fig
 
@@ -173,7 +188,7 @@ def build_figure6(runs: Sequence[RunRecord], split: str = TEST) -> Any:
 
     Plain nets left, ResNets up to 110 layers middle, ResNet-110 and deeper right (only when a
     ResNet deeper than 110 was run); y from 0 to 20% as the paper's (wider only if no run ends
-    below 20%), x in 10^4 iterations.
+    below 20%), x in 10^4 iterations (plain iterations for runs shorter than 10^4).
     """
     groups = _of_split(runs, split, "cifar")
     plain = [g for g in groups if g.arch == "plain"]
@@ -272,7 +287,7 @@ def build_degradation(runs: Sequence[RunRecord], split: str = TEST) -> Any:
         ax.set_title(f"final {heading}")
         ax.set_xlabel("layers")
         ax.set_ylabel(f"{heading} (%)")
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(*_with_margin(0.0, ax.get_ylim()[1]))  # a net at 0% stays in sight
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")

@@ -25,14 +25,14 @@ from resdepth.results import plots
 from resdepth.rundir import identity as run_identity
 from resdepth.results.reading import (
     COMPLETED, TEST, VALIDATION, RunRecord, load_runs, require_experiments)
-from resdepth.rundir.files import (
-    CONFIG_FILE, SUMMARY_FILE, code_version, read_json, write_bytes_atomically)
+from resdepth.rundir.files import code_version, write_bytes_atomically
 from resdepth.results.tables import MISSING, Table, experiment_tables, format_percent
 
 REPORT_FILE = "report.html"
 # The settings a depth sweep varies on purpose; any other difference is worth a second look.
 GRID_KEYS = ("model.residual", "model.depth", run_identity.SEED_KEY)
-STATUS_CLASS = {"completed": "ok", "running": "live", "diverged": "bad", "failed": "bad"}
+STATUS_CLASS = {"completed": "ok", "running": "live", "diverged": "bad", "failed": "bad",
+                "damaged": "bad"}
 
 # (anchor, heading, builder): the figures of `resdepth plot`, in its order.
 FIGURES: tuple[tuple[str, str, Callable[[Sequence[RunRecord]], Any]], ...] = (
@@ -166,17 +166,11 @@ def _duration(seconds: Any) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def _summary(run: RunRecord) -> dict[str, Any]:
-    summary = read_json(run.path / SUMMARY_FILE)
-    return summary if isinstance(summary, dict) else {}
-
-
 def runs_html(runs: Sequence[RunRecord]) -> str:
     """One row per run: its status, iterations, final (or latest) errors, wall time, message."""
     rows = []
     for run in runs:
-        summary = _summary(run)
-        total = summary.get("total_steps") or run.config.get("optim", {}).get("total_steps")
+        total = run.total_steps
         done = MISSING if run.steps is None else f"{run.steps:,}"
         evaluated = "test" if run.eval_split == TEST else "val."
         error = format_percent(run.final_test_error)
@@ -185,7 +179,7 @@ def runs_html(runs: Sequence[RunRecord]) -> str:
             esc(f"{done} / {total:,}" if isinstance(total, int) else done),
             esc(format_percent(run.final_train_error)),
             esc(error if error == MISSING else f"{error} ({evaluated})"),
-            esc(_duration(summary.get("wall_s"))), esc(summary.get("message") or ""),
+            esc(_duration(run.wall_s)), esc(run.message),
         ])
     return _html_table(("run", "net", "status", "iterations", "train err. %", "test err. %",
                         "wall time", "message"), rows,
@@ -249,10 +243,7 @@ def machine_html(runs: Sequence[RunRecord]) -> str:
     """Code version, JAX version and devices as each run's config.json recorded them, grouped."""
     groups: dict[tuple[str, str, str], list[str]] = {}
     for run in runs:
-        saved = read_json(run.path / CONFIG_FILE)
-        saved = saved if isinstance(saved, dict) else {}
-        key = (str(saved.get("code_version") or MISSING), str(saved.get("jax_version") or MISSING),
-               _devices(saved.get("devices")))
+        key = (run.code_version or MISSING, run.jax_version or MISSING, _devices(list(run.devices)))
         groups.setdefault(key, []).append(run.name)
     rows = [[esc(code), esc(jax), esc(devices), esc(", ".join(names))]
             for (code, jax, devices), names in groups.items()]

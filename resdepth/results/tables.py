@@ -393,7 +393,9 @@ def to_markdown(tables: Table | Sequence[Table]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def write_table(folder: Path) -> Path:
-    """Writes folder/table.md (atomically) with the tables of every experiment under `folder`."""
+def write_table(folder: Path, tables: Sequence[Table] | None = None) -> Path:
+    """Writes folder/table.md (atomically) with `tables`, by default those of every experiment
+    under `folder` (pass the `folder_tables` already made to read the runs once)."""
     path = Path(folder) / TABLE_FILE
-    return write_bytes_atomically(path, to_markdown(folder_tables(folder)).encode())
+    made = folder_tables(folder) if tables is None else tables
+    return write_bytes_atomically(path, to_markdown(made).encode())

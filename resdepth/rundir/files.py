@@ -15,7 +15,7 @@ from typing import Any
 
 from resdepth.errors import InvalidChoice
 from resdepth.config import ExperimentConfig
-from resdepth.rundir.identity import flatten
+from resdepth.rundir.identity import flatten, run_name  # noqa: F401  (run_name: its old home)
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -29,16 +29,6 @@ class RunDirError(InvalidChoice):
 
 class RunConflict(InvalidChoice):
     """A run directory holds a run of another config than the one asked for."""
-
-
-def run_name(config: ExperimentConfig) -> str:
-    """'resnet-56-A-seed0', 'plain-56-seed0', or with `run.tag` 'resnet-56-A-seed0-TAG'."""
-    model = config.model
-    if model.residual:
-        name = f"resnet-{model.depth}-{model.shortcut}-seed{config.run.seed}"
-    else:
-        name = f"plain-{model.depth}-seed{config.run.seed}"
-    return f"{name}-{config.run.tag}" if config.run.tag else name
 
 
 def check_same_run(run_dir: Path, config: ExperimentConfig) -> None:

@@ -14,8 +14,10 @@ Pure Python with no JAX import: tables and plots use it on saved config dicts.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import re
 from typing import Any
 
 # Dotted keys (or whole sections, ending in ".") that never change a run's numbers.
@@ -80,3 +82,45 @@ def differing_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The result-changing dotted keys whose values differ between two config dicts, sorted."""
     a, b = result_settings(saved), result_settings(current)
     return sorted(key for key in set(a) | set(b) if a.get(key) != b.get(key))
+
+
+# ------------------------------------------------------------------------------ the run's name
+@dataclasses.dataclass(frozen=True)
+class RunName:
+    """What a run directory's name says: "resnet-56-A-seed0", "plain-20-seed3", either with a
+    tag ("resnet-56-A-seed0-lr0.05"). `arch` is "plain" or "residual"; plain nets name no
+    shortcut."""
+
+    arch: str
+    depth: int
+    seed: int
+    shortcut: str | None = None
+    tag: str = ""
+
+    def __str__(self) -> str:
+        if self.arch == "plain":
+            name = f"plain-{self.depth}-seed{self.seed}"
+        else:
+            name = f"resnet-{self.depth}-{self.shortcut}-seed{self.seed}"
+        return f"{name}-{self.tag}" if self.tag else name
+
+
+_RUN_NAME = re.compile(r"^(plain|resnet)-(\d+)(?:-([ABC]))?-seed(\d+)(?:-([A-Za-z0-9_.-]+))?$")
+
+
+def run_name(config: Any) -> str:
+    """The run directory's name for an ExperimentConfig: 'resnet-56-A-seed0', 'plain-56-seed0',
+    with `run.tag` 'resnet-56-A-seed0-TAG'."""
+    model = config.model
+    return str(RunName("residual" if model.residual else "plain", model.depth, config.run.seed,
+                       model.shortcut if model.residual else None, config.run.tag or ""))
+
+
+def parse_run_name(name: str) -> RunName | None:
+    """The RunName a directory name spells, or None for a name `run_name` never writes."""
+    matched = _RUN_NAME.match(name)
+    if not matched:
+        return None
+    plain = matched[1] == "plain"
+    return RunName("plain" if plain else "residual", int(matched[2]), int(matched[4]),
+                   None if plain else matched[3], matched[5] or "")

@@ -9,7 +9,7 @@ the stale text left in the file is ignored by the next holder and by `holder()`.
 flock works across machines on NFS (Linux emulates it with POSIX byte-range locks there) and on
 Lustre or GPFS mounted with locking enabled (Lustre: `-o flock`).
 
-No JAX here: a multi-process run decides in `sweep.claim_run` which process takes the lock.
+No JAX here: a multi-process run decides in `training.session.claim_runs` which process takes the lock.
 """
 
 from __future__ import annotations

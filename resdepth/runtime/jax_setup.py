@@ -18,6 +18,13 @@ CACHE_ENV = "RESDEPTH_COMPILATION_CACHE"
 MIN_COMPILE_TIME_S = 0.1
 
 
+def user_cache_root(environ: dict[str, str] | None = None) -> Path:
+    """resdepth's folder in the user's cache: $XDG_CACHE_HOME/resdepth, else ~/.cache/resdepth."""
+    environ = os.environ if environ is None else environ
+    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "resdepth"
+
+
 def compilation_cache_dir(environ: dict[str, str] | None = None) -> Path | None:
     """The persistent cache folder, or None when RESDEPTH_COMPILATION_CACHE turns it off."""
     environ = os.environ if environ is None else environ
@@ -28,8 +35,7 @@ def compilation_cache_dir(environ: dict[str, str] | None = None) -> Path | None:
         return Path(setting).expanduser()
     if environ.get("JAX_COMPILATION_CACHE_DIR"):
         return Path(environ["JAX_COMPILATION_CACHE_DIR"]).expanduser()
-    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "resdepth" / "jax"
+    return user_cache_root(environ) / "jax"
 
 
 def enable_compilation_cache() -> Path | None:

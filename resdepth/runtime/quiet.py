@@ -64,6 +64,11 @@ def import_tensorflow_quietly() -> None:
     (it only reads data; a TensorFlow that saw the GPU would reserve memory JAX needs).
     A second call does nothing."""
     if "tensorflow" not in sys.modules:
+        # TensorFlow's import loads Keras, which writes ~/.keras/keras.json: keep it in
+        # resdepth's cache folder (a user's own KERAS_HOME wins).
+        from resdepth.runtime.jax_setup import user_cache_root
+
+        os.environ.setdefault("KERAS_HOME", str(user_cache_root() / "keras"))
         with stderr_descriptor_captured():
             import tensorflow as tf
 
@@ -71,9 +76,3 @@ def import_tensorflow_quietly() -> None:
                 tf.config.set_visible_devices([], "GPU")
             except RuntimeError:  # TensorFlow's devices were already initialised by the caller
                 pass
-
-
-def quiet_tensorflow() -> None:
-    """Both of the above: call before anything imports TensorFlow."""
-    quiet_logs()
-    import_tensorflow_quietly()

@@ -13,7 +13,7 @@ from typing import MutableMapping
 
 # jaxlib 0.10 and 0.12 hand convolutions of more than 16 channels, and the kernel gradients,
 # to YNNPACK; on resdepth's CPU train step Eigen's convolutions are faster there (ResNet-20/56
-# at batch 128: 8-18% more images/s, docs/benchmarks.md). XLA aborts on a flag it does not
+# at batch 128, docs/benchmarks.md). XLA aborts on a flag it does not
 # know, and the flag's effect on other versions is unmeasured, so only these versions get it.
 YNN_FLAG = "xla_cpu_experimental_ynn_fusion_type"
 YNN_CONVOLUTIONS_OFF = f"--{YNN_FLAG}=-individual_convolution"

@@ -4,6 +4,19 @@
 the compiled steps of `training/step.py`, metrics.jsonl, evaluations, Orbax checkpoints, the warm-up
 switch, divergence and interruption. It never prints: progress goes to `on_event` as
 `Event`s, which the CLI renders.
+
+`train_runs` goes through these phases, one function each (a packed session runs several seeds
+through each of them together):
+
+  _skip_finished     a run whose summary says "completed" is returned untouched
+  _open_session      data, models, and each state restored from its newest readable checkpoint
+                     (seeds saved at different iterations fall back to training alone)
+  _Session.start     the metrics after the checkpoint dropped, "start" events, warm-up bookkeeping
+  _Session.train     the iterations; after each call, where their intervals fall:
+                       _log         a "train" row per run (divergence, the warm-up switch)
+                       _evaluate    an "eval" row per run (the plateau rule)
+                       _checkpoint  an Orbax checkpoint per run (also when stopped)
+  _Session.finish    each run's status, summary.json (`_summary`) and "end" event
 """
 
 from __future__ import annotations
@@ -11,12 +24,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -28,24 +40,16 @@ from resdepth.models.complexity import count_params
 from resdepth.config import ExperimentConfig
 from resdepth.models.network import ModelSpec, build_model
 from resdepth.rundir.files import (
-    CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, MetricsLog, check_same_run, code_version,
-    ensure_writable, read_json, write_json)
+    CONFIG_FILE, METRICS_FILE, MetricsLog, check_same_run, code_version,
+    ensure_writable, write_json)
 from resdepth.rundir.identity import fingerprint, recipe_fingerprint
+from resdepth.rundir.record import Summary, completed_summary
 from resdepth.training import step as steps
-from resdepth.training.sources import host_value, make_source
-
-
-@dataclasses.dataclass
-class Event:
-    """Progress of a run. kind: start | train | eval | note | end; `data` holds the row."""
-
-    kind: str
-    step: int
-    total_steps: int
-    data: dict[str, Any]
-
-
-EventSink = Callable[[Event], None]
+from resdepth.training.events import Event, EventSink
+from resdepth.training.mesh import host_value, make_mesh, replicated_scalar
+from resdepth.training.packing import pack_states, replace_per_seed, seed_slice, seed_values
+from resdepth.training.sources import make_source
+from resdepth.training.processes import maybe_initialize_distributed  # noqa: F401  (its old home)
 
 
 def model_spec(config: ExperimentConfig, num_classes: int) -> ModelSpec:
@@ -57,15 +61,6 @@ def model_spec(config: ExperimentConfig, num_classes: int) -> ModelSpec:
 def warmup_should_end(warmup_active: bool, interval_train_error: float, threshold: float) -> bool:
     """§4.2: leave the warm-up at the first logging interval whose training error is below 80%."""
     return warmup_active and interval_train_error < threshold
-
-
-def maybe_initialize_distributed() -> None:
-    """Joins a multi-process run when launched as one (SLURM, a TPU pod, or JAX_COORDINATOR_*)."""
-    launched = (os.environ.get("JAX_COORDINATOR_ADDRESS")
-                or int(os.environ.get("SLURM_NTASKS", "1")) > 1
-                or os.environ.get("RESDEPTH_DISTRIBUTED") == "1")
-    if launched and not jax.distributed.is_initialized():
-        jax.distributed.initialize()
 
 
 @contextlib.contextmanager
@@ -107,18 +102,46 @@ def _validate(config: ExperimentConfig) -> None:
 
 
 @dataclasses.dataclass
+class HostState:
+    """A run's host-side bookkeeping, saved in each of its checkpoints so a resumed run goes on
+    where it stopped. In the checkpoint it is the JSON dict of `to_dict`, the dict checkpoints
+    have always held; `from_dict` reads those of older versions too."""
+
+    warmup_switch_step: int | None = None  # the iteration the warm-up ended (None: not yet, or none)
+    # "still_active", "train_error_below_threshold", "warmup_max_steps" or "decay_boundary"
+    # (docs/run-directory.md); None for a net without the warm-up.
+    warmup_switch_reason: str | None = None
+    wall_s: float = 0.0  # seconds of training before this session
+    best_eval_error: float | None = None  # the plateau rule: the best held-out error so far ...
+    evals_since_best: int = 0  # ... and the evaluations since it
+
+    def to_dict(self) -> dict[str, Any]:
+        saved = dataclasses.asdict(self)
+        if saved["warmup_switch_reason"] is None:  # absent, as it always was, without a warm-up
+            del saved["warmup_switch_reason"]
+        return saved
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> "HostState":
+        """A checkpoint's dict: missing keys take their defaults, unknown ones are ignored."""
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in saved.items() if key in names})
+
+
+@dataclasses.dataclass
 class _Run:
     """One run of a training session (a packed session has one per seed): its files, the
-    host-side bookkeeping that goes into checkpoints, and its summary."""
+    host-side bookkeeping that goes into checkpoints, and how it ended."""
 
     config: ExperimentConfig
     run_dir: Path
     on_event: EventSink
     checkpointer: Checkpointer | None = None
     metrics: MetricsLog | None = None
-    host: dict[str, Any] = dataclasses.field(default_factory=dict)
-    summary: dict[str, Any] = dataclasses.field(default_factory=dict)
+    host: HostState = dataclasses.field(default_factory=HostState)
     status: str = "running"
+    message: str = ""
+    steps_done: int | None = None  # where it stopped early (diverged); None: where the session did
     last_train_error: float | None = None
     resumed: bool = False
 
@@ -127,7 +150,10 @@ class _Run:
         return self.status == "running"
 
     def note(self, step: int, message: str) -> None:
-        self.on_event(Event("note", step, self.config.optim.total_steps, {"message": message}))
+        self.on_event(self.note_event(step, message))
+
+    def note_event(self, step: int, message: str) -> Event:
+        return Event("note", step, self.config.optim.total_steps, {"message": message})
 
 
 def train_and_evaluate(config: ExperimentConfig, run_dir: Path,
@@ -154,196 +180,285 @@ def train_packed(configs: list[ExperimentConfig], run_dirs: list[Path], sinks: l
 
 def train_runs(configs: list[ExperimentConfig], run_dirs: list[Path], sinks: list[EventSink],
                stop: threading.Event | None, packed: bool) -> list[dict[str, Any]]:
-    """The training loop behind train_and_evaluate (one run) and train_packed (several)."""
+    """The training loop behind train_and_evaluate (one run) and train_packed (several): the
+    phases of this module's docstring, in order. One summary per run, in the order given."""
     maybe_initialize_distributed()
-    writes = jax.process_index() == 0
-    summaries: dict[int, dict[str, Any]] = {}
+    summaries, runs = _skip_finished(configs, run_dirs, sinks)
+    if runs:
+        together = _train_together(list(runs.values()), stop, packed and len(runs) > 1)
+        summaries.update(zip(runs, together))
+    return [summaries[index] for index in range(len(configs))]
+
+
+def _skip_finished(configs: list[ExperimentConfig], run_dirs: list[Path], sinks: list[EventSink]
+                   ) -> tuple[dict[int, dict[str, Any]], dict[int, _Run]]:
+    """(the saved summaries of the completed runs, a _Run for each other), keyed by position.
+    Every run directory must be writable and belong to its config."""
+    finished: dict[int, dict[str, Any]] = {}
     runs: dict[int, _Run] = {}
     for index, (config, run_dir, sink) in enumerate(zip(configs, run_dirs, sinks)):
         ensure_writable(run_dir)
         check_same_run(run_dir, config)
-        previous = read_json(run_dir / SUMMARY_FILE)
-        if isinstance(previous, dict) and previous.get("status") == "completed":
-            summaries[index] = previous
+        previous = completed_summary(run_dir)
+        if previous is not None:
+            finished[index] = previous.to_json()
         else:
             runs[index] = _Run(config, run_dir, sink)
-    if not runs:
-        return [summaries[index] for index in range(len(configs))]
-    packed = packed and len(runs) > 1
-    config = next(iter(runs.values())).config
+    return finished, runs
+
+
+def _train_together(runs: list[_Run], stop: threading.Event | None, packed: bool
+                    ) -> list[dict[str, Any]]:
+    """`runs` (one, or the seeds of a pack) from their checkpoints to their summaries."""
+    session = _open_session(runs, packed)
+    if session is None:
+        # Seeds saved at different iterations (a checkpoint of one was unreadable) cannot share
+        # a program: each goes on alone, which gives the same numbers.
+        return [train_runs([run.config], [run.run_dir], [run.on_event], stop, False)[0]
+                for run in runs]
+    session.start()
+    with (stop_on_signals() if stop is None else contextlib.nullcontext(stop)) as flag:
+        session.train(flag)
+    return session.finish()
+
+
+def _open_session(runs: list[_Run], packed: bool) -> "_Session | None":
+    """The data source, the models and each run's state, restored from its newest readable
+    checkpoint (or fresh); config.json written. None when the states were saved at different
+    iterations (their checkpointers closed again)."""
+    config = runs[0].config
     _validate(config)
     if packed:
-        _check_packable(config, [run.config for run in runs.values()])
-
-    mesh = steps.make_mesh()
-    source = make_source(config, mesh, [run.config.run.seed for run in runs.values()] if packed else None)
+        _check_packable(config, [run.config for run in runs])
+    mesh = make_mesh()
+    source = make_source(config, mesh, [run.config.run.seed for run in runs] if packed else None)
     spec = model_spec(config, source.num_classes)
-    states, graphdef, params_count = [], None, 0
-    for run in runs.values():
+    writes = jax.process_index() == 0
+    states, graphdef, params = [], None, 0
+    for run in runs:
         model = build_model(spec, run.config.run.seed, in_channels=source.in_channels)
-        params_count = count_params(model)
+        params = count_params(model)
         graphdef, state = steps.init_state(run.config, model, mesh)
         del model
         _save_config(run.run_dir, run.config, writes)
         run.checkpointer = Checkpointer(run.run_dir, run.config.run.keep_checkpoints)
         run.metrics = MetricsLog(run.run_dir / METRICS_FILE, enabled=writes)
-        run.host = {"warmup_switch_step": None, "wall_s": 0.0, "best_eval_error": None,
-                    "evals_since_best": 0}
-        restored = run.checkpointer.restore_latest(abstract_like(state))
-        if restored is not None:
-            for bad_step, reason in restored.skipped:
-                run.note(bad_step, f"checkpoint {bad_step} unreadable ({reason}); using the previous one")
-            if restored.state is not None:
-                state, run.host, run.resumed = restored.state, {**run.host, **restored.host}, True
-        states.append(state)
+        states.append(_restore(run, state))
     start_steps = {int(host_value(state.step)) for state in states}
     if len(start_steps) > 1:
-        # Seeds saved at different iterations (a checkpoint of one was unreadable) cannot share
-        # a program: each goes on alone, which gives the same numbers.
-        for run in runs.values():
+        for run in runs:
             run.checkpointer.close()
-        for index, run in runs.items():
-            summaries[index] = train_runs([run.config], [run.run_dir], [run.on_event], stop, False)[0]
-        return [summaries[index] for index in range(len(configs))]
+        return None
     (start_step,) = start_steps
-    state = steps.pack_states(states, mesh) if packed else states[0]
+    state = pack_states(states, mesh) if packed else states[0]
     del states
-    ordered = list(runs.values())
+    return _Session(runs, config, packed, mesh, source, graphdef, params, state, start_step)
 
-    total = config.optim.total_steps
-    for run in ordered:
-        run.metrics.truncate_after(start_step)
-        run.last_train_error = _last_value(run.metrics.rows(), "train", "train_error")
-        run.summary = {
-            "name": run.run_dir.name, "experiment": run.config.name, "dataset": config.data.dataset,
-            "arch": "residual" if config.model.residual else "plain", "depth": config.model.depth,
-            "shortcut": config.model.shortcut, "seed": run.config.run.seed, "params": params_count,
-            "total_steps": total, "final_test_error": None, "final_test_loss": None,
-            "final_train_error": None, "final_test_top5_error": None, "message": "",
-            # A --val-split run tests on 5k held-out training images: never a test error.
-            "eval_split": "validation" if config.data.val_split else "test",
-            "fingerprint": fingerprint(run.config.to_dict()),
-            "packed_seeds": len(ordered) if packed else 1}
-        run.on_event(Event("start", start_step, total, {"params": params_count, "resumed": run.resumed}))
 
-    source.compile(graphdef, start_step)
-    per_call = _steps_per_call(config)
+def _restore(run: _Run, fresh: steps.TrainState) -> steps.TrainState:
+    """The run's state and HostState from its newest readable checkpoint, with a note for each
+    newer one that could not be read; `fresh` when there is none."""
+    restored = run.checkpointer.restore_latest(abstract_like(fresh))
+    if restored is None:
+        return fresh
+    for bad_step, reason in restored.skipped:
+        run.note(bad_step, f"checkpoint {bad_step} unreadable ({reason}); using the previous one")
+    if restored.state is None:
+        return fresh
+    run.host, run.resumed = HostState.from_dict(restored.host), True
+    return restored.state
 
-    def run_state(position: int) -> steps.TrainState:
-        return steps.seed_slice(state, position) if packed else state
 
-    session_start = time.time()
-    interval_start, step = time.time(), start_step
+@dataclasses.dataclass
+class _Session:
+    """Runs trained together in one compiled program: one run, or the seeds of a pack."""
 
-    def wall(run: _Run) -> float:
-        return run.host["wall_s"] + time.time() - session_start
+    runs: list[_Run]
+    config: ExperimentConfig  # the recipe they share (the first run's config)
+    packed: bool
+    mesh: Any
+    source: Any  # training/sources.py
+    graphdef: Any
+    params: int
+    state: Any  # a TrainState, or a packed one (training/packing.py)
+    step: int  # iterations done
+    started: float = 0.0  # time.time() when this session's training began
+    interval_start: float = 0.0  # ... and when the current logging interval began
+    per_call: int = 1
+    warmup_cap: int = 0
 
-    def checkpoint(run: _Run, position: int) -> None:
-        run.checkpointer.save(step, run_state(position), {**run.host, "wall_s": wall(run)})
+    @property
+    def total(self) -> int:
+        return self.config.optim.total_steps
 
-    warmup_cap = steps.warmup_end_step(config)
-    for run in ordered:
-        if steps.uses_warmup(config) and run.host["warmup_switch_step"] is None:
-            run.host.setdefault("warmup_switch_reason", "still_active")
-            if warmup_cap <= start_step:  # a cap of 0: no warm-up iteration at all
-                run.host["warmup_switch_step"] = warmup_cap
-                run.host["warmup_switch_reason"] = steps.warmup_cap_reason(config)
+    def wall(self, run: _Run) -> float:
+        """The run's training seconds: its earlier sessions' and this one's."""
+        return run.host.wall_s + time.time() - self.started
 
-    with (stop_on_signals() if stop is None else contextlib.nullcontext(stop)) as stop_flag:
-        while step < total and any(run.active for run in ordered):
-            count = _chunk_size(step, total, config.run, per_call)
-            state = source.train_steps(state, step, count)
-            before, step = step, step + count
-            for run in ordered:
-                if (before < warmup_cap <= step and run.active
-                        and run.host.get("warmup_switch_reason") == "still_active"):
-                    # `learning_rate` already ends the warm-up at the cap; this records it.
-                    reason = steps.warmup_cap_reason(config)
-                    run.host["warmup_switch_step"], run.host["warmup_switch_reason"] = warmup_cap, reason
-                    run.note(warmup_cap, f"warm-up over at iteration {warmup_cap} "
-                                         f"({reason.replace('_', ' ')}): the training error never "
-                                         f"fell below {config.optim.warmup_until_train_error:.0%}")
-            if step % config.run.log_every_steps == 0 or step == total:
-                # Reading the sums waits for the interval's iterations (dispatch is asynchronous),
-                # so the clock is read after them.
-                loss_sums, error_sums, seen, warm, scales = (steps.seed_values(state, field) for field in (
-                    "loss_sum", "error_sum", "examples_seen", "warmup_active", "lr_scale"))
-                elapsed = time.time() - interval_start
-                for position, run in enumerate(ordered):
-                    if not run.active:
-                        continue
-                    row = {"type": "train", "step": step, "epoch": source.epoch(step),
-                           "learning_rate": _logged_rate(config, step - 1, bool(warm[position]),
-                                                         scales[position]),
-                           "train_loss": loss_sums[position] / seen[position],
-                           "train_error": error_sums[position] / seen[position],
-                           "images_per_s": seen[position] / max(elapsed, 1e-9), "wall_s": wall(run)}
-                    run.metrics.append(row)
-                    run.on_event(Event("train", step, total, row))
-                    run.last_train_error = row["train_error"]
-                    if not math.isfinite(row["train_loss"]):
-                        run.status = "diverged"
-                        run.summary["steps_done"] = step
-                        run.summary["message"] = f"training loss became {row['train_loss']} at iteration {step}"
-                        continue
-                    if warmup_should_end(run.host.get("warmup_switch_reason") == "still_active",
-                                         row["train_error"], config.optim.warmup_until_train_error):
-                        warm[position] = False
-                        run.host["warmup_switch_step"] = step
-                        run.host["warmup_switch_reason"] = "train_error_below_threshold"
-                        run.note(step, f"warm-up over at iteration {step}: training error "
-                                       f"{row['train_error']:.1%} < {config.optim.warmup_until_train_error:.0%}")
-                zeros = [0.0] * len(ordered)
-                state = steps.replace_per_seed(state, mesh, warmup_active=warm, loss_sum=zeros,
-                                               error_sum=zeros, examples_seen=zeros)
-                interval_start = time.time()
-            if step % config.run.eval_every_steps == 0 or step == total:
-                for position, run in enumerate(ordered):
-                    if not run.active:
-                        continue
-                    row = {"type": "eval", "step": step, "epoch": source.epoch(step),
-                           **source.evaluate(run_state(position))}
-                    run.metrics.append(row)
-                    run.on_event(Event("eval", step, total, row))
-                    if not packed:  # packs are refused the plateau schedule (_check_packable)
-                        state = _plateau_update(config, state, run.host, row, mesh, run.on_event, step)
-            stopping = stop_flag.is_set()
-            if step % config.run.checkpoint_every_steps == 0 or step == total or stopping:
-                for position, run in enumerate(ordered):
-                    if run.active:
-                        checkpoint(run, position)
+    def run_state(self, position: int) -> steps.TrainState:
+        return seed_slice(self.state, position) if self.packed else self.state
+
+    def start(self) -> None:
+        """Drops each run's metrics rows after its checkpoint, sends its "start" event and sets
+        up its warm-up bookkeeping; the step compiles at its first call."""
+        for run in self.runs:
+            run.metrics.truncate_after(self.step)
+            run.last_train_error = _last_value(run.metrics.rows(), "train", "train_error")
+            run.on_event(Event("start", self.step, self.total,
+                               {"params": self.params, "resumed": run.resumed}))
+        self.source.compile(self.graphdef, self.step)
+        self.per_call = _steps_per_call(self.config)
+        self.started = self.interval_start = time.time()
+        self.warmup_cap = steps.warmup_end_step(self.config)
+        if not steps.uses_warmup(self.config):
+            return
+        for run in self.runs:
+            if run.host.warmup_switch_step is None:
+                run.host.warmup_switch_reason = run.host.warmup_switch_reason or "still_active"
+                if self.warmup_cap <= self.step:  # a cap of 0: no warm-up iteration at all
+                    run.host.warmup_switch_step = self.warmup_cap
+                    run.host.warmup_switch_reason = steps.warmup_cap_reason(self.config)
+
+    def train(self, stop: threading.Event) -> None:
+        """Iterations until the end, a stop (Ctrl-C) or the divergence of every run; after each
+        call the log, evaluation and checkpoint steps where their intervals fall."""
+        every = self.config.run
+        while self.step < self.total and any(run.active for run in self.runs):
+            count = _chunk_size(self.step, self.total, every, self.per_call)
+            self.state = self.source.train_steps(self.state, self.step, count)
+            before, self.step = self.step, self.step + count
+            self._note_warmup_cap(before)
+            last = self.step == self.total
+            events = self._log() if self.step % every.log_every_steps == 0 or last else []
+            if self.step % every.eval_every_steps == 0 or last:
+                self._evaluate()
+            for run, event in events:  # after the evaluation of the same iteration (see Event)
+                run.on_event(event)
+            stopping = stop.is_set()
+            if self.step % every.checkpoint_every_steps == 0 or last or stopping:
+                self._checkpoint()
             if stopping:
-                for run in ordered:
+                for run in self.runs:
                     if run.active:
                         run.status = "interrupted"
-                        run.summary["message"] = f"interrupted at iteration {step}; run the same command to resume"
-                break
-    for run in ordered:
-        if run.active:
-            run.status = "completed"
+                        run.message = (f"interrupted at iteration {self.step}; "
+                                       "run the same command to resume")
+                return
 
-    results = []
-    for run in ordered:
-        run.checkpointer.close()
-        rows = run.metrics.rows() if writes else []
-        summary = run.summary
-        summary.update({
-            "status": run.status, "steps_done": summary.get("steps_done", step), "wall_s": wall(run),
-            "warmup_switch_step": run.host["warmup_switch_step"],
-            "warmup_switch_reason": run.host.get("warmup_switch_reason"),
-            "final_train_error": run.last_train_error,
-        })
-        if run.status == "completed":
-            summary["final_test_error"] = _last_value(rows, "eval", "test_error")
-            summary["final_test_loss"] = _last_value(rows, "eval", "test_loss")
-            summary["final_test_top5_error"] = _last_value(rows, "eval", "test_top5_error")
-        if writes:
-            write_json(run.run_dir / SUMMARY_FILE, summary)
-        run.on_event(Event("end", step, total, summary))
-        results.append(summary)
-    for index, summary in zip(runs, results):
-        summaries[index] = summary
-    return [summaries[index] for index in range(len(configs))]
+    def _note_warmup_cap(self, before: int) -> None:
+        """Records a warm-up still active when the last call passed the cap."""
+        if not before < self.warmup_cap <= self.step:
+            return
+        threshold = self.config.optim.warmup_until_train_error
+        for run in self.runs:
+            if run.active and run.host.warmup_switch_reason == "still_active":
+                # `learning_rate` already ends the warm-up at the cap; this records it.
+                reason = steps.warmup_cap_reason(self.config)
+                run.host.warmup_switch_step, run.host.warmup_switch_reason = self.warmup_cap, reason
+                run.note(self.warmup_cap, f"warm-up over at iteration {self.warmup_cap} "
+                                          f"({reason.replace('_', ' ')}): the training error never "
+                                          f"fell below {threshold:.0%}")
+
+    def _log(self) -> list[tuple[_Run, Event]]:
+        """A "train" row per active run into metrics.jsonl (a non-finite loss: the run has
+        diverged; an error below the threshold: the warm-up ends), the interval sums zeroed.
+        Returns the events to send, which wait for the iteration's evaluation."""
+        # Reading the sums waits for the interval's iterations (dispatch is asynchronous),
+        # so the clock is read after them.
+        loss_sums, error_sums, seen, warm, scales = (seed_values(self.state, field) for field in (
+            "loss_sum", "error_sum", "examples_seen", "warmup_active", "lr_scale"))
+        elapsed = time.time() - self.interval_start
+        threshold = self.config.optim.warmup_until_train_error
+        events: list[tuple[_Run, Event]] = []
+        for position, run in enumerate(self.runs):
+            if not run.active:
+                continue
+            row = {"type": "train", "step": self.step, "epoch": self.source.epoch(self.step),
+                   "learning_rate": _logged_rate(self.config, self.step - 1, bool(warm[position]),
+                                                 scales[position]),
+                   "train_loss": loss_sums[position] / seen[position],
+                   "train_error": error_sums[position] / seen[position],
+                   "images_per_s": seen[position] / max(elapsed, 1e-9), "wall_s": self.wall(run)}
+            run.metrics.append(row)
+            events.append((run, Event("train", self.step, self.total, row)))
+            run.last_train_error = row["train_error"]
+            if not math.isfinite(row["train_loss"]):
+                run.status, run.steps_done = "diverged", self.step
+                run.message = f"training loss became {row['train_loss']} at iteration {self.step}"
+                continue
+            if warmup_should_end(run.host.warmup_switch_reason == "still_active",
+                                 row["train_error"], threshold):
+                warm[position] = False
+                run.host.warmup_switch_step = self.step
+                run.host.warmup_switch_reason = "train_error_below_threshold"
+                events.append((run, run.note_event(self.step, (
+                    f"warm-up over at iteration {self.step}: training error "
+                    f"{row['train_error']:.1%} < {threshold:.0%}"))))
+        zeros = [0.0] * len(self.runs)
+        self.state = replace_per_seed(self.state, self.mesh, warmup_active=warm, loss_sum=zeros,
+                                      error_sum=zeros, examples_seen=zeros)
+        self.interval_start = time.time()
+        return events
+
+    def _evaluate(self) -> None:
+        """An "eval" row per active run, into metrics.jsonl and sent at once."""
+        for position, run in enumerate(self.runs):
+            if not run.active:
+                continue
+            row = {"type": "eval", "step": self.step, "epoch": self.source.epoch(self.step),
+                   **self.source.evaluate(self.run_state(position))}
+            run.metrics.append(row)
+            run.on_event(Event("eval", self.step, self.total, row))
+            if not self.packed:  # packs are refused the plateau schedule (_check_packable)
+                self.state = _plateau_update(self.config, self.state, run.host, row, self.mesh,
+                                             run.on_event, self.step)
+
+    def _checkpoint(self) -> None:
+        """An Orbax checkpoint per active run: its state and its HostState."""
+        for position, run in enumerate(self.runs):
+            if run.active:
+                host = dataclasses.replace(run.host, wall_s=self.wall(run))
+                run.checkpointer.save(self.step, self.run_state(position), host.to_dict())
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Each run's status ("completed" unless it diverged or was interrupted), its
+        summary.json and "end" event; one summary per run."""
+        writes = jax.process_index() == 0
+        results = []
+        for run in self.runs:
+            if run.active:
+                run.status = "completed"
+            run.checkpointer.close()
+            summary = _summary(run, self, run.metrics.rows() if writes else [])
+            if writes:
+                summary.write(run.run_dir)
+            run.on_event(Event("end", self.step, self.total, summary.to_json()))
+            results.append(summary.to_json())
+        return results
+
+
+def _summary(run: _Run, session: _Session, rows: list[dict[str, Any]]) -> Summary:
+    """A run's summary.json (docs/run-directory.md): what was trained, how it ended, its final
+    errors (of the last evaluation, for a completed run) and its bookkeeping."""
+    config, model = run.config, run.config.model
+
+    def final(key: str) -> float | None:
+        return _last_value(rows, "eval", key) if run.status == "completed" else None
+
+    return Summary(
+        status=run.status, name=run.run_dir.name, experiment=config.name,
+        dataset=config.data.dataset, arch="residual" if model.residual else "plain",
+        depth=model.depth, shortcut=model.shortcut, seed=config.run.seed, params=session.params,
+        total_steps=config.optim.total_steps,
+        steps_done=session.step if run.steps_done is None else run.steps_done,
+        final_train_error=run.last_train_error, final_test_error=final("test_error"),
+        final_test_loss=final("test_loss"), final_test_top5_error=final("test_top5_error"),
+        wall_s=session.wall(run), warmup_switch_step=run.host.warmup_switch_step,
+        warmup_switch_reason=run.host.warmup_switch_reason,
+        # A --val-split run tests on 5k held-out training images: never a test error.
+        eval_split="validation" if config.data.val_split else "test",
+        fingerprint=fingerprint(config.to_dict()),
+        packed_seeds=len(session.runs) if session.packed else 1, message=run.message)
 
 
 def _check_packable(config: ExperimentConfig, configs: list[ExperimentConfig]) -> None:
@@ -379,7 +494,7 @@ def _logged_rate(config: ExperimentConfig, step: int, warmup_active: bool, lr_sc
     return float(f"{float(rate):.7g}")
 
 
-def _plateau_update(config: ExperimentConfig, state: steps.TrainState, host: dict[str, Any],
+def _plateau_update(config: ExperimentConfig, state: steps.TrainState, host: HostState,
                     eval_row: dict[str, Any], mesh, on_event: EventSink, step: int) -> steps.TrainState:
     """The "divide by 10 when the error plateaus" schedule (§3.4), decided on evaluations.
 
@@ -392,19 +507,19 @@ def _plateau_update(config: ExperimentConfig, state: steps.TrainState, host: dic
     if optim.lr_schedule != "plateau":
         return state
     error = eval_row["holdout_error"]
-    best = host["best_eval_error"]
+    best = host.best_eval_error
     if best is None or error < best - optim.plateau_threshold:
-        host["best_eval_error"], host["evals_since_best"] = error, 0
+        host.best_eval_error, host.evals_since_best = error, 0
         return state
-    host["evals_since_best"] += 1
-    if host["evals_since_best"] < optim.plateau_patience_evals:
+    host.evals_since_best += 1
+    if host.evals_since_best < optim.plateau_patience_evals:
         return state
-    host["evals_since_best"] = 0
+    host.evals_since_best = 0
     scale = float(host_value(state.lr_scale)) * optim.lr_decay_factor
     on_event(Event("note", step, optim.total_steps, {
         "message": f"held-out training error plateaued at {error:.2%}: learning rate "
                    f"x{optim.lr_decay_factor}"}))
-    return dataclasses.replace(state, lr_scale=steps.replicated_scalar(scale, jnp.float32, mesh))
+    return dataclasses.replace(state, lr_scale=replicated_scalar(scale, jnp.float32, mesh))
 
 
 def _last_value(rows: list[dict[str, Any]], kind: str, key: str) -> float | None:

@@ -29,30 +29,7 @@ from resdepth.training import step as steps
 from resdepth.errors import InvalidChoice
 from resdepth.config import ExperimentConfig
 from resdepth.data.datasets import NUM_CLASSES, BatchOrder, InMemoryDataset, load_dataset
-
-
-def process_share(array: np.ndarray, batch_axis: int = 0) -> np.ndarray:
-    """This process's contiguous part of a global batch (the mesh orders devices by process)."""
-    per_process = array.shape[batch_axis] // jax.process_count()
-    start = jax.process_index() * per_process
-    return np.take(array, np.arange(start, start + per_process), axis=batch_axis)
-
-
-def to_global(array: np.ndarray, sharding, batch_axis: int = 0) -> jax.Array:
-    """A global array from the same host array on every process (replicated, or split over
-    `data` along `batch_axis`)."""
-    if sharding.is_fully_replicated:
-        return jax.make_array_from_process_local_data(sharding, array)
-    return jax.make_array_from_process_local_data(sharding, process_share(array, batch_axis),
-                                                  array.shape)
-
-
-def host_value(array: jax.Array) -> np.ndarray:
-    """A replicated array's value on this host. Unlike jax.device_get, this also works when
-    the array spans other processes' devices (multi-host), by reading a local copy."""
-    if isinstance(array, jax.Array) and not array.is_fully_addressable:
-        return np.asarray(array.addressable_data(0))
-    return np.asarray(jax.device_get(array))
+from resdepth.training.mesh import DATA_AXIS, batch_sharded, host_value, replicated, to_global
 
 
 LR_SCHEDULES = ("steps", "plateau")
@@ -121,10 +98,10 @@ class DeviceResidentSource:
         return self.order.epoch(step)
 
     def compile(self, graphdef: Any, start_step: int) -> None:
-        replicated = steps.replicated(self.mesh)
+        everywhere = replicated(self.mesh)
         self.device_data = steps.DeviceDataset(
-            to_global(self.data.train_images, replicated), to_global(self.data.train_labels, replicated),
-            to_global(self.data.mean_image, replicated))
+            to_global(self.data.train_images, everywhere), to_global(self.data.train_labels, everywhere),
+            to_global(self.data.mean_image, everywhere))
         self._train_step = steps.make_train_step(self.config, graphdef, self.mesh, self.packed)
         self._eval_step = steps.make_eval_step(graphdef)
         devices = jax.device_count()
@@ -141,7 +118,7 @@ class DeviceResidentSource:
 
         indices = (np.stack([one_seed(order) for order in self.orders]) if self.packed
                    else one_seed(self.order))
-        sharding = NamedSharding(self.mesh, PartitionSpec(*[None] * (indices.ndim - 1), steps.DATA_AXIS))
+        sharding = NamedSharding(self.mesh, PartitionSpec(*[None] * (indices.ndim - 1), DATA_AXIS))
         return self._train_step(state, self.device_data,
                                 to_global(indices, sharding, batch_axis=indices.ndim - 1))
 
@@ -158,7 +135,7 @@ class DeviceResidentSource:
     def _loss_and_error(self, state: steps.TrainState, images: np.ndarray, labels: np.ndarray
                         ) -> tuple[float, float]:
         totals = np.zeros(3, np.float64)
-        sharding = steps.batch_sharded(self.mesh)
+        sharding = batch_sharded(self.mesh)
         size = self.eval_batch_size
         for start in range(0, len(images), size):
             batch_images, batch_labels = images[start:start + size], labels[start:start + size]
@@ -209,7 +186,7 @@ class StreamingSource:
                                                self.config.run.seed, start_step,
                                                self.config.data.image_size, self.train_split)
         self._batches: Iterator[Any] = imagenet_input.prefetch_to_device(
-            batches, 2, steps.batch_sharded(self.mesh))
+            batches, 2, batch_sharded(self.mesh))
 
     packable = False  # one run per program: ImageNet nets are big and batches stream from disk
 

@@ -5,6 +5,8 @@ It is jitted once with the state donated; the batch is split over the mesh's `da
 named sharding while parameters and optimizer state are replicated. BatchNorm statistics are
 means over the batch axis of a globally sharded array, so XLA computes them over the global
 batch. Nothing in here prints or touches the host; the loop in `training/loop.py` owns all I/O.
+The mesh and the host transfers live in `training/mesh.py`, the per-seed helpers of packed
+states in `training/packing.py`.
 """
 
 from __future__ import annotations
@@ -17,12 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from resdepth.data.augment import normalize, random_crop_flip
 from resdepth.config import ExperimentConfig
-
-DATA_AXIS = "data"
+from resdepth.training.mesh import batch_sharded, replicated, replicated_scalar
 
 
 @jax.tree_util.register_dataclass
@@ -44,25 +45,6 @@ class TrainState:
     loss_sum: jax.Array  # float32 (): summed per-example loss since the last log row
     error_sum: jax.Array  # float32 (): misclassified examples since the last log row
     examples_seen: jax.Array  # float32 (): examples since the last log row
-
-
-def make_mesh(devices: list | None = None) -> Mesh:
-    """A 1-D mesh over `devices` (default: every device of every process), axis name `data`.
-
-    The axis is Auto (the compiler propagates shardings from the inputs), which is what a pure
-    data-parallel step needs; newer JAX defaults make_mesh to Explicit axes.
-    """
-    devices = jax.devices() if devices is None else devices
-    return jax.make_mesh((len(devices),), (DATA_AXIS,),
-                         axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, PartitionSpec())
-
-
-def batch_sharded(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
 def make_optimizer(config: ExperimentConfig) -> optax.GradientTransformation:
@@ -127,11 +109,6 @@ def init_state(config: ExperimentConfig, model: nnx.Module, mesh: Mesh) -> tuple
         **fresh_interval_sums(mesh),
     )
     return graphdef, jax.device_put(state, replicated(mesh))
-
-
-def replicated_scalar(value, dtype, mesh: Mesh) -> jax.Array:
-    """A new buffer holding `value` (a scalar, or one per packed seed) on every device."""
-    return jax.device_put(np.asarray(value, dtype), replicated(mesh))
 
 
 def fresh_interval_sums(mesh: Mesh, seeds: int | None = None) -> dict[str, jax.Array]:
@@ -209,48 +186,6 @@ def stacks_seeds() -> bool:
     bit-identical results to each seed trained alone (vmap batches the convolutions differently,
     and training amplifies rounding differences within tens of iterations)."""
     return jax.default_backend() != "cpu"
-
-
-def pack_states(states: list[TrainState], mesh: Mesh) -> TrainState | tuple[TrainState, ...]:
-    """S single-seed states as one packed state (see `stacks_seeds`)."""
-    return stack_states(states, mesh) if stacks_seeds() else tuple(states)
-
-
-def seed_values(state, field: str) -> list[Any]:
-    """The value of scalar `field` for each seed of a packed (or single) state, on the host."""
-    from resdepth.training.sources import host_value
-
-    if isinstance(state, tuple):
-        return [host_value(getattr(each, field)).item() for each in state]
-    return np.atleast_1d(host_value(getattr(state, field))).tolist()
-
-
-def replace_per_seed(state, mesh: Mesh, **per_seed: list[Any]):
-    """`state` with scalar fields set per seed, e.g. warmup_active=[True, False]."""
-    if isinstance(state, tuple):
-        return tuple(dataclasses.replace(each, **{
-            name: replicated_scalar(np.asarray(values[i], getattr(each, name).dtype), getattr(each, name).dtype, mesh)
-            for name, values in per_seed.items()}) for i, each in enumerate(state))
-    if state.step.ndim == 0:
-        return dataclasses.replace(state, **{
-            name: replicated_scalar(values[0], getattr(state, name).dtype, mesh)
-            for name, values in per_seed.items()})
-    return dataclasses.replace(state, **{
-        name: replicated_scalar(np.asarray(values), getattr(state, name).dtype, mesh)
-        for name, values in per_seed.items()})
-
-
-def stack_states(states: list[TrainState], mesh: Mesh) -> TrainState:
-    """S single-seed states -> one state with a leading seed axis (S, ...), replicated."""
-    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
-    return jax.device_put(stacked, replicated(mesh))
-
-
-def seed_slice(state, index: int) -> TrainState:
-    """Seed `index`'s single-seed state out of a packed state."""
-    if isinstance(state, tuple):
-        return state[index]
-    return jax.tree.map(lambda leaf: leaf[index], state)
 
 
 def apply_gradients(config: ExperimentConfig, graphdef: Any, optimizer: optax.GradientTransformation,

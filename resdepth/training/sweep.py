@@ -4,26 +4,27 @@ Completed runs are skipped, interrupted ones resume from their checkpoint, and a
 diverges or fails is recorded and the sweep goes on. `shard(grid, index, count)` splits a grid
 into disjoint parts so several machines (a SLURM array, say) can share one results folder;
 `resolve_shard("auto")` reads the part from the scheduler's environment. Each run is trained
-under its run directory's lock (rundir/lock.py), so jobs whose parts overlap, or the same command
-started twice, never train one run together: the second skips it.
+under its run directory's lock (rundir/lock.py, through training/session.py), so jobs whose
+parts overlap, or the same command started twice, never train one run together: the second
+skips it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import os
 import threading
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 from resdepth.errors import InvalidChoice
 from resdepth.models.architectures import family_of, stage_plan
 from resdepth.config import ExperimentConfig
-from resdepth.rundir.files import SUMMARY_FILE, read_json, run_name, write_json
-from resdepth.rundir.lock import RunLock, RunLocked, removed_if_left_empty
+from resdepth.rundir.files import METRICS_FILE, SUMMARY_FILE
+from resdepth.rundir.identity import run_name
+from resdepth.rundir.lock import RunLocked
 
 ARCHS = ("plain", "residual")
 # The sustained training throughput per GPU that --dry-run's estimate assumes; an assumption,
@@ -50,7 +51,7 @@ def expand_grid(config: ExperimentConfig) -> list[GridPoint]:
         if arch not in ARCHS:
             raise InvalidChoice(f"unknown architecture {arch!r}; choose plain or residual")
         for depth in sweep.depths_by_arch.get(arch, sweep.depths):
-            stage_plan(family, depth)  # validates the depth for the dataset's family
+            stage_plan(family, depth, config.data.dataset)  # validates the depth for the dataset
             seeds = sweep.seeds_for(arch, depth)
             points.update((GridPoint(arch, depth, seed), None) for seed in seeds)
     return list(points)
@@ -149,62 +150,6 @@ def run_dir_for(out: Path, config: ExperimentConfig) -> Path:
     return out / config.name / run_name(config)
 
 
-@contextlib.contextmanager
-def claim_runs(run_dirs: list[Path]) -> Iterator[tuple[list[Path], list[RunLocked]]]:
-    """Holds the locks (rundir/lock.py) of those of `run_dirs` no other process holds while the
-    block runs; yields (the run directories claimed, RunLocked for each of the others).
-
-    In a multi-process run (jax.distributed) only process 0 takes the locks, the process that
-    writes the run files, and tells the others which it got: all processes train the same runs.
-    A packed session (several seeds in one program) claims its seeds' runs together.
-    """
-    from resdepth.training.loop import maybe_initialize_distributed
-
-    maybe_initialize_distributed()
-    import jax
-
-    locks = [RunLock(run_dir) for run_dir in run_dirs]
-    refused: dict[int, RunLocked] = {}
-    failure: Exception | None = None
-    if jax.process_index() == 0:
-        for index, lock in enumerate(locks):
-            try:
-                lock.acquire()
-            except RunLocked as locked:
-                refused[index] = locked
-            except Exception as error:  # every process must hear of it, or the others hang
-                failure = error
-                break
-    try:
-        if jax.process_count() > 1:
-            import numpy as np
-            from jax.experimental import multihost_utils
-
-            answer = np.array([failure is not None] + [i not in refused for i in range(len(locks))],
-                              np.int32)
-            answer = np.asarray(multihost_utils.broadcast_one_to_all(answer))
-            if answer[0] and failure is None:
-                raise RunLocked(run_dirs[0], None)  # process 0 could not lock; it says why
-            refused = {i: refused.get(i) or RunLocked(run_dirs[i], None)
-                       for i in range(len(locks)) if not answer[i + 1]}
-        if failure is not None:
-            raise failure
-        yield ([run_dir for i, run_dir in enumerate(run_dirs) if i not in refused],
-               [refused[i] for i in sorted(refused)])
-    finally:
-        for lock in locks:
-            lock.release()  # nothing for a lock not held
-
-
-@contextlib.contextmanager
-def claim_run(run_dir: Path) -> Iterator[None]:
-    """Holds `run_dir`'s lock while the block runs, or raises RunLocked naming its holder."""
-    with claim_runs([run_dir]) as (_, refused):
-        if refused:
-            raise refused[0]
-        yield
-
-
 def _writes_files() -> bool:
     import jax
 
@@ -213,53 +158,60 @@ def _writes_files() -> bool:
 
 def _record_failure(config: ExperimentConfig, point: GridPoint, run_dir: Path,
                     error: Exception) -> dict[str, Any]:
-    """The summary of a run that crashed, also written to its summary.json (by process 0)."""
-    summary = {"name": run_dir.name, "experiment": config.name, "status": "failed",
-               "arch": point.arch, "depth": point.depth, "seed": point.seed,
-               "dataset": config.data.dataset, "shortcut": config.model.shortcut,
-               "message": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
+    """The summary of a run that crashed, also written to its summary.json (by process 0).
+
+    What the run's earlier summary knew is kept; the iterations reached are the last logged,
+    so that the summary is the run's current one (rundir/record.py).
+    """
+    from resdepth.rundir.record import Summary, read_metrics, read_object
+
+    previous = read_object(run_dir / SUMMARY_FILE) or {}
+    logged = max((row["step"] for row in read_metrics(run_dir / METRICS_FILE)), default=None)
+    summary = Summary.from_json({**previous, "name": run_dir.name, "status": "failed"})
+    summary = dataclasses.replace(
+        summary, status="failed", experiment=config.name, dataset=config.data.dataset,
+        arch=point.arch, depth=point.depth, seed=point.seed, shortcut=config.model.shortcut,
+        total_steps=config.optim.total_steps,
+        steps_done=logged if logged is not None else summary.steps_done,
+        message=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
     if _writes_files():
         run_dir.mkdir(parents=True, exist_ok=True)
-        previous = read_json(run_dir / SUMMARY_FILE)
-        previous = previous if isinstance(previous, dict) else {}
-        write_json(run_dir / SUMMARY_FILE, {**previous, **summary})
-    return summary
+        summary.write(run_dir)
+    return summary.to_json()
 
 
 def run_sweep(base: ExperimentConfig, points: list[GridPoint], out: Path,
               on_run: Callable[[GridPoint, ExperimentConfig, Path], Callable[[Any], None]],
               stop: threading.Event,
-              on_note: Callable[[str], None] = lambda message: None) -> list[dict[str, Any]]:
+              on_note: Callable[[str], None] = lambda message: None,
+              config_notes: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Runs `points` in order; returns one summary per run attempted (or skipped as done).
 
-    `on_run(point, config, run_dir)` returns the event sink for that run. A run another
-    process holds (its lock) is passed over with status "locked" and a one-line `on_note`.
+    `on_run(point, config, run_dir)` returns the event sink for that run. Each run goes through
+    training/session.py (its checks, lock, TensorBoard and clean-up; `config_notes` go into its
+    config.json). A run another process holds (its lock) is passed over with status "locked"
+    and a one-line `on_note`; a run that crashes is recorded as "failed" and the sweep goes on.
     The sweep stops after an interrupted run (Ctrl-C), so running it again resumes exactly there.
     """
-    from resdepth.training.loop import train_and_evaluate
+    from resdepth.training.session import train_run
 
     summaries = []
     for group in _pack_groups(base, points):
         if len(group) > 1:
-            summaries.extend(_run_pack(base, group, out, on_run, stop, on_note))
-            if any(s.get("status") == "interrupted" for s in summaries) or stop.is_set():
-                break
-            continue
-        (point,) = group
-        config = point_config(base, point)
-        run_dir = run_dir_for(out, config)
-        try:
-            with removed_if_left_empty(run_dir, below=out), claim_run(run_dir):
-                try:
-                    summary = train_and_evaluate(config, run_dir, on_run(point, config, run_dir), stop)
-                except InvalidChoice:
-                    raise  # a user error (no dataset, unwritable folder) stops the whole sweep
-                except Exception as error:  # a bug or crash in one run must not cost the others
-                    summary = _record_failure(config, point, run_dir, error)
-        except RunLocked as locked:
-            summary = _locked_summary(config, point, run_dir, locked, on_note)
-        summaries.append(summary)
-        if summary.get("status") == "interrupted" or stop.is_set():
+            summaries.extend(_run_pack(base, group, out, on_run, stop, on_note, config_notes))
+        else:
+            (point,) = group
+            config = point_config(base, point)
+            run_dir = run_dir_for(out, config)
+            try:
+                summary = train_run(
+                    config, run_dir, on_run(point, config, run_dir), stop, below=out,
+                    config_notes=config_notes,
+                    on_crash=lambda error: _record_failure(config, point, run_dir, error))
+            except RunLocked as locked:
+                summary = _locked_summary(config, point, run_dir, locked, on_note)
+            summaries.append(summary)
+        if any(s.get("status") == "interrupted" for s in summaries) or stop.is_set():
             break
     return summaries
 
@@ -274,8 +226,8 @@ def packs_seeds(base: ExperimentConfig) -> bool:
     """Whether the sweep trains the seeds of a grid point packed into one program.
 
     `sweep.pack_seeds`: true, false, or "auto" = on TPUs only. On an H200 (docs/benchmarks.md,
-    `benchmarks/gpu_check.sh`) 5 packed seeds made 0.78-0.92x the images/s of one seed alone at
-    every depth, so on GPUs one run at a time is faster; on CPU the cores are busy with one net
+    `benchmarks/gpu_check.sh`) 5 packed seeds made fewer images/s in all than one seed alone
+    at every depth, so on GPUs one run at a time is faster; on CPU the cores are busy with one net
     already. TPUs are unmeasured: packing stays the default there on the premise that S small
     nets fill the matrix units better than one. Only the on-device datasets and the
     fixed-boundary schedule can be packed.
@@ -301,33 +253,17 @@ def _pack_groups(base: ExperimentConfig, points: list[GridPoint]) -> list[list[G
 
 
 def _run_pack(base: ExperimentConfig, group: list[GridPoint], out: Path, on_run, stop,
-              on_note) -> list[dict[str, Any]]:
-    """The seeds of one grid point in one compiled program (train.train_packed)."""
-    from resdepth.training.loop import train_packed
+              on_note, config_notes: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The seeds of one grid point in one compiled program (session.train_pack)."""
+    from resdepth.training.session import train_pack
 
     configs = [point_config(base, point) for point in group]
     run_dirs = [run_dir_for(out, config) for config in configs]
-    summaries: dict[Path, dict[str, Any]] = {}
-    with contextlib.ExitStack() as stack:
-        for run_dir in run_dirs:
-            stack.enter_context(removed_if_left_empty(run_dir, below=out))
-        claimed, refused = stack.enter_context(claim_runs(run_dirs))
-        for locked in refused:
-            index = run_dirs.index(locked.run_dir)
-            summaries[locked.run_dir] = _locked_summary(configs[index], group[index], locked.run_dir,
-                                                        locked, on_note)
-        chosen = [index for index, run_dir in enumerate(run_dirs) if run_dir in claimed]
-        if chosen:
-            sinks = [on_run(group[i], configs[i], run_dirs[i]) for i in chosen]
-            try:
-                results = train_packed([configs[i] for i in chosen], [run_dirs[i] for i in chosen],
-                                       sinks, stop)
-            except InvalidChoice:
-                raise
-            except Exception as error:  # a crash of the pack is recorded for each of its runs
-                results = [_record_failure(configs[i], group[i], run_dirs[i], error) for i in chosen]
-            summaries.update({run_dirs[i]: result for i, result in zip(chosen, results)})
-    return [summaries[run_dir] for run_dir in run_dirs]
+    sinks = [on_run(point, config, run_dir) for point, config, run_dir in zip(group, configs, run_dirs)]
+    return train_pack(
+        configs, run_dirs, sinks, stop, below=out, config_notes=config_notes,
+        on_locked=lambda i, locked: _locked_summary(configs[i], group[i], run_dirs[i], locked, on_note),
+        on_crash=lambda i, error: _record_failure(configs[i], group[i], run_dirs[i], error))
 
 
 def _locked_summary(config: ExperimentConfig, point: GridPoint, run_dir: Path, locked: RunLocked,
@@ -375,7 +311,7 @@ def gpu_hours_at(train_pflop: float, tflops: float = ASSUMED_TFLOPS) -> float:
 
 
 def _saved_status(run_dir: Path) -> str | None:
-    """The status in a run's summary.json; None without a readable one."""
-    summary = read_json(run_dir / SUMMARY_FILE)
-    status = summary.get("status") if isinstance(summary, dict) else None
-    return status if isinstance(status, str) else None
+    """The run's status as `resdepth status` reads it; None for a run not started."""
+    from resdepth.rundir.record import is_run_dir, read_run
+
+    return read_run(run_dir).status if is_run_dir(run_dir) else None

@@ -40,7 +40,7 @@ def scalars(row: dict[str, Any]) -> dict[str, float]:
 
 
 class TensorBoardLog:
-    """An event sink (see train.Event) writing train and eval rows to run_dir/tensorboard/.
+    """An event sink (see training/events.py) writing train and eval rows to run_dir/tensorboard/.
 
     The writer opens at the first row, so a run that is already complete (no events) or a
     process other than 0 leaves no folder behind; it closes at the run's "end" event.
