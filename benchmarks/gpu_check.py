@@ -72,9 +72,10 @@ def measure(depth: int, dtype: str, seeds: int, iterations: int, per_call: int,
         spec = ModelSpec("cifar", depth, True, "A", 10, dtype, remat, config.model.bn_group_size)
         graphdef, state = steps.init_state(config, build_model(spec, seed), mesh)
         states.append(state)
-    state = pack_states(states, mesh) if seeds > 1 else states[0]
+    stacked = steps.stacks_seeds(jax.default_backend())
+    state = pack_states(states, mesh, stacked) if seeds > 1 else states[0]
     del states
-    train = steps.make_train_step(config, graphdef, mesh, packed=seeds > 1)
+    train = steps.make_train_step(config, graphdef, mesh, packed=seeds > 1, stacked=stacked)
     one_call = rng.integers(0, 4 * BATCH, (per_call, BATCH)).astype(np.int32)
     indices = np.stack([one_call] * seeds) if seeds > 1 else one_call
     sharding = NamedSharding(mesh, PartitionSpec(*[None] * (indices.ndim - 1), DATA_AXIS))

@@ -138,7 +138,7 @@ def convolutions(kind: str) -> Iterator[None]:
         yield
         return
     original = resdepth.models.network.conv_function
-    resdepth.models.network.conv_function = lambda: conv
+    resdepth.models.network.conv_function = lambda backend: conv
     try:
         yield
     finally:

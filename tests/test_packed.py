@@ -77,10 +77,9 @@ def test_several_iterations_per_call_are_bit_identical_to_one(tmp_path, digits_d
     assert rows(run_dir_for(tmp_path, one)) == rows(run_dir_for(tmp_path, four))
 
 
-def test_vmapped_pack_matches_each_seed_to_float_rounding(monkeypatch):
+def test_vmapped_pack_matches_each_seed_to_float_rounding():
     """The accelerator layout (stacked state, jax.vmap) checked on CPU after one iteration;
     later iterations amplify rounding differences, which is why CPU packs are not vmapped."""
-    monkeypatch.setattr(steps, "stacks_seeds", lambda: True)
     config = load_config("digits", [parse_override(t) for t in ("model.depth=8", "optim.batch_size=32")])
     mesh = make_mesh()
     rng = np.random.default_rng(0)
@@ -95,8 +94,9 @@ def test_vmapped_pack_matches_each_seed_to_float_rounding(monkeypatch):
         graphdef, state = steps.init_state(seeded, build_model(model_spec(seeded, 10), seed, 1), mesh)
         states.append(state)
     indices = np.stack([rng.permutation(64)[:32] for _ in (0, 1)]).astype(np.int32)
-    packed = steps.make_train_step(config, graphdef, mesh, packed=True)(
-        packing.pack_states(states, mesh), data, indices)
+    assert steps.stacks_seeds("gpu") and steps.stacks_seeds("tpu") and not steps.stacks_seeds("cpu")
+    packed = steps.make_train_step(config, graphdef, mesh, packed=True, stacked=True)(
+        packing.pack_states(states, mesh, stacked=True), data, indices)
     assert packed.step.shape == (2,)
     single = steps.make_train_step(config, graphdef, mesh)
     for seed in (0, 1):
@@ -104,14 +104,13 @@ def test_vmapped_pack_matches_each_seed_to_float_rounding(monkeypatch):
         assert max_difference(alone.params, packing.seed_slice(packed, seed).params) < 1e-5
 
 
-def test_auto_packs_seeds_on_tpus_only_and_true_or_false_wins(monkeypatch):
+def test_auto_packs_seeds_on_tpus_only_and_true_or_false_wins():
     # "auto" follows the H200 measurement (packed seeds slower than one at a time on a GPU).
     from resdepth.training import sweep
 
     auto = load_config("cifar10", [])
     assert auto.sweep.pack_seeds == "auto"
     for backend, packs in (("cpu", False), ("gpu", False), ("tpu", True)):
-        monkeypatch.setattr(sweep, "_backend", lambda backend=backend: backend)
-        assert sweep.packs_seeds(auto) is packs
-        assert sweep.packs_seeds(load_config("cifar10", [parse_override("sweep.pack_seeds=true")]))
-        assert not sweep.packs_seeds(load_config("cifar10", [parse_override("sweep.pack_seeds=false")]))
+        assert sweep.packs_seeds(auto, backend) is packs
+        assert sweep.packs_seeds(load_config("cifar10", [parse_override("sweep.pack_seeds=true")]), backend)
+        assert not sweep.packs_seeds(load_config("cifar10", [parse_override("sweep.pack_seeds=false")]), backend)

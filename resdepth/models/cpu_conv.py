@@ -162,6 +162,6 @@ def cpu_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=
     return checkpoint_name(output, CONV_OUTPUT)
 
 
-def conv_function():
-    """The convolution to build models with on the current default backend."""
-    return cpu_conv if jax.default_backend() == "cpu" else lax.conv_general_dilated
+def conv_function(backend: str):
+    """The convolution to build models with on `backend` ("cpu", "gpu", "tpu")."""
+    return cpu_conv if backend == "cpu" else lax.conv_general_dilated

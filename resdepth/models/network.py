@@ -11,14 +11,16 @@ always float32 whatever the compute dtype.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax import lax
 
 from resdepth.models.architectures import BlockKind, StagePlan, stage_plan
 from resdepth.models.cpu_conv import KEEP_CONV_OUTPUTS, conv_function, cpu_conv
+from resdepth.runtime.backend import current_backend
 
 Shortcut = Literal["A", "B", "C"]
 
@@ -42,6 +44,8 @@ class ModelSpec:
       remat: rematerialize each block in the backward pass (less memory, about 1/3 more compute).
       bn_group_size: BatchNorm statistics over groups of this many images of the batch while
         training (0: the whole batch); the paper's Caffe BN was per GPU, 64 images on CIFAR-10.
+      backend: the platform the convolutions are built for ("cpu" takes cpu_conv.cpu_conv,
+        others XLA's convolution); "" for the one this process computes on.
     """
 
     dataset_family: Literal["cifar", "imagenet"] = "cifar"
@@ -52,6 +56,12 @@ class ModelSpec:
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
     remat: bool = False
     bn_group_size: int = 0
+    backend: str = ""
+
+    @property
+    def convolution(self):
+        """The convolution function the net is built with (cpu_conv.conv_function)."""
+        return conv_function(self.backend or current_backend())
 
     @property
     def plan(self) -> StagePlan:
@@ -125,11 +135,12 @@ class ConvBN(nnx.Module):
     """Convolution without bias followed by BatchNorm (the paper puts BN after every conv)."""
 
     def __init__(self, in_features: int, out_features: int, kernel: int, stride: int,
-                 dtype: jnp.dtype, *, rngs: nnx.Rngs, bn_group_size: int = 0):
+                 dtype: jnp.dtype, *, rngs: nnx.Rngs, bn_group_size: int = 0,
+                 conv: Any = lax.conv_general_dilated):
         self.conv = nnx.Conv(in_features, out_features, (kernel, kernel), strides=stride,
                              padding=paper_padding(kernel), use_bias=False, kernel_init=HE_NORMAL,
                              dtype=dtype, param_dtype=jnp.float32,
-                             conv_general_dilated=conv_function(), rngs=rngs)
+                             conv_general_dilated=conv, rngs=rngs)
         # BatchNorm normalizes in float32 whatever the compute dtype: its statistics are float32
         # and bfloat16 sums over a large batch lose precision; the next conv casts back.
         self.norm = GroupedBatchNorm(out_features, bn_group_size, momentum=BN_MOMENTUM,
@@ -165,11 +176,11 @@ class Block(nnx.Module):
 
     def __init__(self, in_features: int, width: int, stride: int, kind: BlockKind,
                  residual: bool, shortcut: Shortcut, dtype: jnp.dtype, *, rngs: nnx.Rngs,
-                 bn_group_size: int = 0):
+                 bn_group_size: int = 0, conv: Any = lax.conv_general_dilated):
         self.kind = kind
         self.residual = residual
         self.stride = stride
-        norm = {"rngs": rngs, "bn_group_size": bn_group_size}
+        norm = {"rngs": rngs, "bn_group_size": bn_group_size, "conv": conv}
         if kind == "basic":
             self.out_features = width
             self.layers = nnx.List([
@@ -213,13 +224,14 @@ class Stage(nnx.Module):
     def __init__(self, in_features: int, width: int, stride: int, num_blocks: int,
                  spec: ModelSpec, dtype: jnp.dtype, *, rngs: nnx.Rngs):
         kind = spec.plan.block_kind
+        conv = spec.convolution
         self.first = Block(in_features, width, stride, kind, spec.residual, spec.shortcut,
-                           dtype, rngs=rngs, bn_group_size=spec.bn_group_size)
+                           dtype, rngs=rngs, bn_group_size=spec.bn_group_size, conv=conv)
         self.out_features = self.first.out_features
         self.remat = spec.remat
         # On CPU the scanned blocks keep only their convolutions' outputs for the backward pass
         # (see cpu_conv.CONV_OUTPUT): faster there, and within float rounding of storing all.
-        self.keep_conv_outputs_only = conv_function() is cpu_conv
+        self.keep_conv_outputs_only = conv is cpu_conv
         self.num_repeated = num_blocks - 1
         if self.num_repeated == 0:
             self.repeated = None
@@ -231,7 +243,7 @@ class Stage(nnx.Module):
         @nnx.vmap(in_axes=(0,), out_axes=0)
         def make_blocks(block_rngs: nnx.Rngs) -> Block:
             return Block(out_features, width, 1, kind, spec.residual, spec.shortcut, dtype,
-                         rngs=block_rngs, bn_group_size=spec.bn_group_size)
+                         rngs=block_rngs, bn_group_size=spec.bn_group_size, conv=conv)
 
         self.repeated = make_blocks(rngs)
 
@@ -263,10 +275,10 @@ class ResNet(nnx.Module):
         self.dtype = dtype
         if spec.dataset_family == "cifar":
             self.stem = ConvBN(in_channels, plan.stem_features, 3, 1, dtype, rngs=rngs,
-                               bn_group_size=spec.bn_group_size)
+                               bn_group_size=spec.bn_group_size, conv=spec.convolution)
         else:
             self.stem = ConvBN(in_channels, plan.stem_features, 7, 2, dtype, rngs=rngs,
-                               bn_group_size=spec.bn_group_size)
+                               bn_group_size=spec.bn_group_size, conv=spec.convolution)
         stages, features = [], plan.stem_features
         for index, (width, num_blocks) in enumerate(zip(plan.widths, plan.stage_sizes)):
             stride = 1 if index == 0 else 2

@@ -50,12 +50,14 @@ from resdepth.training.mesh import host_value, make_mesh, replicated_scalar
 from resdepth.training.packing import pack_states, replace_per_seed, seed_slice, seed_values
 from resdepth.training.sources import make_source
 from resdepth.training.processes import maybe_initialize_distributed  # noqa: F401  (its old home)
+from resdepth.runtime.backend import current_backend
 
 
-def model_spec(config: ExperimentConfig, num_classes: int) -> ModelSpec:
+def model_spec(config: ExperimentConfig, num_classes: int, backend: str = "") -> ModelSpec:
+    """The net of `config`, built for `backend` ("": the one this process computes on)."""
     model = config.model
     return ModelSpec(family_of(config.data.dataset), model.depth, model.residual, model.shortcut,
-                     num_classes, model.compute_dtype, model.remat, model.bn_group_size)
+                     num_classes, model.compute_dtype, model.remat, model.bn_group_size, backend)
 
 
 def warmup_should_end(warmup_active: bool, interval_train_error: float, threshold: float) -> bool:
@@ -230,9 +232,10 @@ def _open_session(runs: list[_Run], packed: bool) -> "_Session | None":
     _validate(config)
     if packed:
         _check_packable(config, [run.config for run in runs])
-    mesh = make_mesh()
-    source = make_source(config, mesh, [run.config.run.seed for run in runs] if packed else None)
-    spec = model_spec(config, source.num_classes)
+    mesh, backend = make_mesh(), current_backend()  # the one place a run asks for its backend
+    source = make_source(config, mesh, [run.config.run.seed for run in runs] if packed else None,
+                         backend)
+    spec = model_spec(config, source.num_classes, backend)
     writes = jax.process_index() == 0
     states, graphdef, params = [], None, 0
     for run in runs:
@@ -250,7 +253,7 @@ def _open_session(runs: list[_Run], packed: bool) -> "_Session | None":
             run.checkpointer.close()
         return None
     (start_step,) = start_steps
-    state = pack_states(states, mesh) if packed else states[0]
+    state = pack_states(states, mesh, source.stacked) if packed else states[0]
     del states
     return _Session(runs, config, packed, mesh, source, graphdef, params, state, start_step)
 
@@ -307,7 +310,7 @@ class _Session:
             run.on_event(Event("start", self.step, self.total,
                                {"params": self.params, "resumed": run.resumed}))
         self.source.compile(self.graphdef, self.step)
-        self.per_call = _steps_per_call(self.config)
+        self.per_call = _steps_per_call(self.config, self.source.backend)
         self.started = self.interval_start = time.time()
         self.warmup_cap = steps.warmup_end_step(self.config)
         if not steps.uses_warmup(self.config):
@@ -470,11 +473,11 @@ def _check_packable(config: ExperimentConfig, configs: list[ExperimentConfig]) -
         raise InvalidChoice("packed seeds need lr_schedule 'steps' (a plateau decides per run)")
 
 
-def _steps_per_call(config: ExperimentConfig) -> int:
+def _steps_per_call(config: ExperimentConfig, backend: str) -> int:
     """run.steps_per_call, with 0 meaning 1 on CPU and a logging interval on accelerators."""
     if config.run.steps_per_call:
         return config.run.steps_per_call
-    return 1 if jax.default_backend() == "cpu" else config.run.log_every_steps
+    return 1 if backend == "cpu" else config.run.log_every_steps
 
 
 def _chunk_size(step: int, total: int, run: Any, per_call: int) -> int:

@@ -16,15 +16,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from resdepth.training import step as steps
 from resdepth.training.mesh import host_value, replicated, replicated_scalar
 from resdepth.training.step import TrainState
 
 
-def pack_states(states: list[TrainState], mesh: Mesh) -> TrainState | tuple[TrainState, ...]:
-    """S single-seed states as one packed state (see `step.stacks_seeds`)."""
-    # Looked up on the module at each call, so a test can switch the layout.
-    return stack_states(states, mesh) if steps.stacks_seeds() else tuple(states)
+def pack_states(states: list[TrainState], mesh: Mesh, stacked: bool
+                ) -> TrainState | tuple[TrainState, ...]:
+    """S single-seed states as one packed state: stacked on a leading seed axis, or a tuple
+    (`step.stacks_seeds` says which a backend takes)."""
+    return stack_states(states, mesh) if stacked else tuple(states)
 
 
 def stack_states(states: list[TrainState], mesh: Mesh) -> TrainState:

@@ -75,14 +75,14 @@ def split_off_holdout(data: InMemoryDataset, count: int
 class DeviceResidentSource:
     """CIFAR-10 or digits, held on the devices (see data/datasets.py and data/augment.py)."""
 
-    packable = True  # several seeds can share one compiled program (see make_train_step)
-
     def __init__(self, config: ExperimentConfig, mesh, data: InMemoryDataset | None = None,
-                 seeds: list[int] | None = None):
+                 seeds: list[int] | None = None, backend: str = "cpu"):
         """`seeds`: train these seeds packed into one program (a leading seed axis on the state);
-        None: the one seed `config.run.seed`, unpacked."""
-        self.config, self.mesh = config, mesh
+        None: the one seed `config.run.seed`, unpacked. `backend` decides how a pack is laid
+        out (`stacked`: step.stacks_seeds)."""
+        self.config, self.mesh, self.backend = config, mesh, backend
         self.packed = seeds is not None
+        self.stacked = self.packed and steps.stacks_seeds(backend)
         self.data = data if data is not None else load_dataset(config.data)
         holdout = plateau_holdout_examples(config)
         self.holdout: tuple[np.ndarray, np.ndarray] | None = None
@@ -98,11 +98,14 @@ class DeviceResidentSource:
         return self.order.epoch(step)
 
     def compile(self, graphdef: Any, start_step: int) -> None:
+        """The compiled steps and the data on the devices. `start_step` is the sources' shared
+        signature: here the batch order is a function of the iteration, so any step resumes."""
         everywhere = replicated(self.mesh)
         self.device_data = steps.DeviceDataset(
             to_global(self.data.train_images, everywhere), to_global(self.data.train_labels, everywhere),
             to_global(self.data.mean_image, everywhere))
-        self._train_step = steps.make_train_step(self.config, graphdef, self.mesh, self.packed)
+        self._train_step = steps.make_train_step(self.config, graphdef, self.mesh, self.packed,
+                                                 self.stacked)
         self._eval_step = steps.make_eval_step(graphdef)
         devices = jax.device_count()
         size = min(self.config.run.eval_batch_size, len(self.data.test_images))
@@ -155,8 +158,10 @@ class DeviceResidentSource:
 class StreamingSource:
     """ImageNet through tf.data (data/imagenet_input.py); validation by the centre 224 crop."""
 
-    def __init__(self, config: ExperimentConfig, mesh):
+    def __init__(self, config: ExperimentConfig, mesh, backend: str = "cpu"):
         from resdepth.data import imagenet_input
+
+        self.backend, self.packed, self.stacked = backend, False, False  # never packed
 
         holdout = plateau_holdout_examples(config)
         imagenet_input.prepare_imagenet(config.data)
@@ -187,8 +192,6 @@ class StreamingSource:
                                                self.config.data.image_size, self.train_split)
         self._batches: Iterator[Any] = imagenet_input.prefetch_to_device(
             batches, 2, batch_sharded(self.mesh))
-
-    packable = False  # one run per program: ImageNet nets are big and batches stream from disk
 
     def train_steps(self, state: steps.TrainState, step: int, count: int = 1) -> steps.TrainState:
         """`count` iterations, one call each: the input pipeline, not dispatch, bounds ImageNet."""
@@ -231,12 +234,14 @@ class StreamingSource:
         return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
 
-def make_source(config: ExperimentConfig, mesh, seeds: list[int] | None = None):
-    """The data source of a run; `seeds` packs several seeds into one program (CIFAR-10, digits)."""
+def make_source(config: ExperimentConfig, mesh, seeds: list[int] | None = None,
+                backend: str = "cpu"):
+    """The data source of a run on `backend`; `seeds` packs several seeds into one program
+    (CIFAR-10, digits)."""
     from resdepth.models.architectures import family_of
 
     if family_of(config.data.dataset) == "imagenet":
         if seeds is not None:
             raise InvalidChoice("packed seeds are for the on-device datasets (cifar10, digits)")
-        return StreamingSource(config, mesh)
-    return DeviceResidentSource(config, mesh, seeds=seeds)
+        return StreamingSource(config, mesh, backend)
+    return DeviceResidentSource(config, mesh, seeds=seeds, backend=backend)

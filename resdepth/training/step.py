@@ -133,7 +133,8 @@ class DeviceDataset:
     mean_image: jax.Array
 
 
-def make_train_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh, packed: bool = False
+def make_train_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh, packed: bool = False,
+                    stacked: bool = False
                     ) -> Callable[[TrainState, DeviceDataset, jax.Array], TrainState]:
     """The jitted SGD iterations for the on-device datasets (CIFAR-10, digits).
 
@@ -141,9 +142,10 @@ def make_train_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh, packed:
     axis, gathers the images on the devices and augments them there:
       (B,)       one iteration;
       (k, B)     k iterations in one call (`run.steps_per_call`), a scan over iterations;
-      with `packed`, a leading seed axis on the state and the indices, (S, B) or (S, k, B):
-      S seeds of one net trained in one program (`jax.vmap` over the pure step), each with its
-      own parameters, data order and augmentation.
+      with `packed`, a leading seed axis on the indices, (S, B) or (S, k, B): S seeds of one
+      net trained in one program, each with its own parameters, data order and augmentation;
+      with `stacked` too (`stacks_seeds`) the states are stacked on a leading seed axis and the
+      pure step is `jax.vmap`ped over it, else the state is a tuple of S states.
     One program is compiled per indices shape.
     """
     optimizer = make_optimizer(config)
@@ -169,7 +171,7 @@ def make_train_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh, packed:
 
     if not packed:
         return jax.jit(steps, donate_argnums=0)
-    if stacks_seeds():
+    if stacked:
         return jax.jit(jax.vmap(steps, in_axes=(0, None, 0)), donate_argnums=0)
 
     def each_seed(states: tuple[TrainState, ...], data: DeviceDataset, indices: jax.Array
@@ -179,13 +181,13 @@ def make_train_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh, packed:
     return jax.jit(each_seed, donate_argnums=0)
 
 
-def stacks_seeds() -> bool:
+def stacks_seeds(backend: str) -> bool:
     """How packed seeds are laid out: stacked on a leading axis and `jax.vmap`ped on GPUs and
     TPUs, where batching S small nets' convolutions fills the device; on CPU a tuple of S
     states, S copies of the step in one program, which the cores run as fast and which gives
     bit-identical results to each seed trained alone (vmap batches the convolutions differently,
     and training amplifies rounding differences within tens of iterations)."""
-    return jax.default_backend() != "cpu"
+    return backend != "cpu"
 
 
 def apply_gradients(config: ExperimentConfig, graphdef: Any, optimizer: optax.GradientTransformation,

@@ -216,13 +216,7 @@ def run_sweep(base: ExperimentConfig, points: list[GridPoint], out: Path,
     return summaries
 
 
-def _backend() -> str:
-    import jax
-
-    return jax.default_backend()
-
-
-def packs_seeds(base: ExperimentConfig) -> bool:
+def packs_seeds(base: ExperimentConfig, backend: str | None = None) -> bool:
     """Whether the sweep trains the seeds of a grid point packed into one program.
 
     `sweep.pack_seeds`: true, false, or "auto" = on TPUs only. On an H200 (docs/benchmarks.md,
@@ -234,7 +228,9 @@ def packs_seeds(base: ExperimentConfig) -> bool:
     """
     wanted = base.sweep.pack_seeds
     if wanted == "auto":
-        wanted = _backend() == "tpu"
+        from resdepth.runtime.backend import current_backend
+
+        wanted = (backend or current_backend()) == "tpu"
     return bool(wanted) and family_of(base.data.dataset) != "imagenet" and \
         base.optim.lr_schedule == "steps"
 
