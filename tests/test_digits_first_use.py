@@ -3,37 +3,25 @@ the user's cache folder ($XDG_CACHE_HOME/resdepth/tensorflow_datasets)."""
 
 from __future__ import annotations
 
-import logging
+import os
+import subprocess
+import sys
 
-from resdepth.config import load_config
 
-
-def test_first_digits_load_is_silent_and_writes_only_into_the_cache(tmp_path, monkeypatch,
-                                                                       capfd, caplog):
-    from resdepth.data.datasets import load_dataset
-    from resdepth.runtime.quiet import import_tensorflow_quietly
-
-    import_tensorflow_quietly()  # as the command line does before loading (imports write ~/.keras)
-    home, cache, cwd = tmp_path / "home", tmp_path / "cache", tmp_path / "cwd"
-    for folder in (home, cache, cwd):
-        folder.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    monkeypatch.chdir(cwd)
-    caplog.set_level(logging.INFO)
-    caplog.set_level(logging.INFO, logger="absl")
-    capfd.readouterr()
-
-    config = load_config("digits").data
-    assert config.data_dir == ""
-    data = load_dataset(config)
-
-    out, err = capfd.readouterr()
-    said = out + err + caplog.text
-    assert "download" not in said.lower(), said
-    assert data.train_images.shape == (1497, 8, 8, 1)
-    target = cache / "resdepth" / "tensorflow_datasets"
-    written = [path for path in tmp_path.rglob("*") if path.is_file()]
-    assert written
-    assert all(target in path.parents for path in written), written
-    assert (target / "resdepth_digits").is_dir()
+def test_a_first_digits_run_writes_nothing_outside_the_users_cache(tmp_path):
+    """The whole command, in a new home: TensorFlow's Keras and matplotlib's folders included."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "KERAS_HOME", "MPLCONFIGDIR")}
+    env.update(HOME=str(home), COLUMNS="200")
+    result = subprocess.run([sys.executable, "-m", "resdepth", "train", "--dataset", "digits",
+                             "--depth", "8", "--steps", "4", "--out", str(tmp_path / "results")],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "download" not in (result.stdout + result.stderr).lower(), result.stdout + result.stderr
+    outside = [path for path in home.rglob("*")
+               if path != home / ".cache" and home / ".cache" / "resdepth" not in (path, *path.parents)]
+    assert not outside, outside
+    assert (home / ".cache" / "resdepth" / "tensorflow_datasets" / "resdepth_digits").is_dir()
+    assert not (tmp_path / "tensorflow_datasets").exists()  # nor in the working folder

@@ -70,7 +70,7 @@ def status(
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.status] = counts.get(row.status, 0) + 1
-    rich_table = Table(title=f"{folder}: {len(rows)} runs, " +
+    rich_table = Table(title=f"{folder}: {len(rows)} run{'' if len(rows) == 1 else 's'}, " +
                        ", ".join(f"{n} {name}" for name, n in sorted(counts.items())))
     for column in ("run", "status", "iterations", "train err", "test err", "img/s", "ETA", "lock", "message"):
         rich_table.add_column(column, justify="right" if column in ("iterations", "train err", "test err", "img/s", "ETA") else "left")

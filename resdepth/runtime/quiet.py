@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 import tempfile
+from pathlib import Path
 from typing import Iterator
 
 
@@ -69,6 +70,11 @@ def import_tensorflow_quietly() -> None:
         from resdepth.runtime.jax_setup import user_cache_root
 
         os.environ.setdefault("KERAS_HOME", str(user_cache_root() / "keras"))
+        # It also imports matplotlib, which creates ~/.config/matplotlib: where the user has no
+        # matplotlib config there is none to read, so its folder goes to the cache too.
+        config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+        if "MPLCONFIGDIR" not in os.environ and not (config_home / "matplotlib").exists():
+            os.environ["MPLCONFIGDIR"] = str(user_cache_root() / "matplotlib")
         with stderr_descriptor_captured():
             import tensorflow as tf
 
