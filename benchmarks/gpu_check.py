@@ -1,10 +1,17 @@
 """One table for a GPU: what the Table 6 grid costs there, measured in minutes.
 
 For ResNet-20/56/110/1202 at batch 128 (CIFAR-sized random uint8 data held on the device, the
-real compiled train step with augmentation), in float32 and bfloat16, trained alone and as
-`--seeds` packed seeds: images/s (all seeds together) and compile time; the peak device memory
-of ResNet-1202 with and without `model.remat`; and the wall time of the Table 6 grid (15 runs
-of 64k iterations, ResNet-110 with 5 seeds) projected from those rates.
+real compiled train step with augmentation), in each `--dtypes` compute dtype ("tf32": float32
+at JAX's default precision; "float32": full float32, precision HIGHEST; "bfloat16"), trained
+alone and, for `--packed-dtypes`, as `--seeds` packed seeds: images/s (all seeds together, the
+median of `--rounds` timed rounds of about `--round-s` seconds each after a warm call) and
+compile time; the peak device memory of ResNet-1202 with and without `model.remat`; and the
+wall time of the Table 6 grid (experiments/table6.toml: 15 runs of 64k iterations, ResNet-110
+with 5 seeds) projected from those rates, for each dtype, table6's own marked.
+
+On a GPU or TPU the rates of the runs alone are recorded for `resdepth sweep --dry-run`
+(resdepth/training/rates.py: <resdepth's cache folder>/rates.json; --no-record leaves it);
+`--json PATH` writes every measurement and projection for benchmarks/peer_compare.py.
 
 Imports neither TensorFlow nor TFDS (the GPU images this runs on have neither): only resdepth's
 model, config and step modules. `benchmarks/gpu_check.sh` runs it from a checkout.
@@ -14,8 +21,13 @@ model, config and step modules. `benchmarks/gpu_check.sh` runs it from a checkou
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
+import datetime
 import gc
+import json
+import math
+import statistics
 import time
 
 import jax
@@ -28,11 +40,21 @@ from resdepth.training.mesh import DATA_AXIS, make_mesh, replicated
 from resdepth.training.packing import pack_states
 from resdepth.config import load_config, parse_override
 from resdepth.models.network import ModelSpec, build_model
+from resdepth.training.sweep import expand_grid
 
 BATCH = 128
-TABLE6_ITERATIONS = 64_000
-# Table 6's grid: (depth, runs). Plain 20/32/44/56/110 and ResNet 20/32/44/56/110 (5 seeds)/1202.
-TABLE6_RUNS = {20: 2, 32: 2, 44: 2, 56: 2, 110: 1 + 5, 1202: 1}
+
+
+def table6_grid() -> tuple[dict[int, int], int, str]:
+    """experiments/table6.toml's grid as {depth: runs}, its iterations per run and its compute
+    dtype: plain 20/32/44/56/110 and ResNet 20/32/44/56/1202 once, ResNet-110 with 5 seeds
+    (its 4 extra seeds included): 15 runs of 64k iterations."""
+    config = load_config("table6")
+    runs = collections.Counter(point.depth for point in expand_grid(config))
+    return dict(sorted(runs.items())), config.optim.total_steps, config.model.compute_dtype
+
+
+TABLE6_RUNS, TABLE6_ITERATIONS, TABLE6_DTYPE = table6_grid()
 
 
 @dataclasses.dataclass
@@ -44,6 +66,8 @@ class Measurement:
     compile_s: float | None = None
     peak_bytes: int | None = None
     note: str = ""
+    rounds: list[float] = dataclasses.field(default_factory=list)  # images/s of each timed round
+    iterations: int = 0  # timed iterations per round
 
 
 def _config(depth: int, dtype: str, remat: bool, seed: int):
@@ -57,9 +81,10 @@ def _peak_bytes() -> int | None:
     return stats.get("peak_bytes_in_use")
 
 
-def measure(depth: int, dtype: str, seeds: int, iterations: int, per_call: int,
-            remat: bool = False) -> Measurement:
-    """Images/s of `seeds` packed seeds (1: alone), `iterations` timed after one warm call."""
+def build(depth: int, dtype: str, seeds: int, per_call: int, remat: bool = False):
+    """(jitted train step, state, on-device data, indices of one call) of `seeds` packed seeds
+    (1: alone) of ResNet-`depth` at `per_call` iterations per call, as `resdepth train` builds
+    them, on 4 x 128 random uint8 CIFAR images held on the device."""
     mesh = make_mesh()
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (4 * BATCH, 32, 32, 3), dtype=np.uint8)
@@ -80,17 +105,40 @@ def measure(depth: int, dtype: str, seeds: int, iterations: int, per_call: int,
     indices = np.stack([one_call] * seeds) if seeds > 1 else one_call
     sharding = NamedSharding(mesh, PartitionSpec(*[None] * (indices.ndim - 1), DATA_AXIS))
     indices = jax.device_put(indices, sharding)
+    return train, state, data, indices
+
+
+def calls_per_round(seconds_per_call: float, round_s: float, most: int = 1000) -> int:
+    """Calls in a timed round of about `round_s` seconds (at least 1)."""
+    if seconds_per_call <= 0:
+        return most
+    return max(1, min(most, math.ceil(round_s / seconds_per_call)))
+
+
+def measure(depth: int, dtype: str, seeds: int, iterations: int | None, per_call: int,
+            remat: bool = False, rounds: int = 1, round_s: float = 1.0) -> Measurement:
+    """Images/s of `seeds` packed seeds (1: alone): after one warm call (the compilation),
+    `rounds` timed rounds of `iterations` iterations each, or where `iterations` is None of
+    enough calls to last about `round_s` seconds; the median round."""
+    train, state, data, indices = build(depth, dtype, seeds, per_call, remat)
     started = time.perf_counter()
     state = jax.block_until_ready(train(state, data, indices))  # compiles
     compile_s = time.perf_counter() - started
-    calls = max(1, iterations // per_call)
-    started = time.perf_counter()
-    for _ in range(calls):
-        state = train(state, data, indices)
-    jax.block_until_ready(state)
-    elapsed = time.perf_counter() - started
-    result = Measurement(depth, dtype, seeds, seeds * BATCH * calls * per_call / elapsed,
-                         compile_s, _peak_bytes())
+    if iterations is None:
+        started = time.perf_counter()
+        state = jax.block_until_ready(train(state, data, indices))
+        calls = calls_per_round(time.perf_counter() - started, round_s)
+    else:
+        calls = max(1, iterations // per_call)
+    rates = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(calls):
+            state = train(state, data, indices)
+        jax.block_until_ready(state)
+        rates.append(seeds * BATCH * calls * per_call / (time.perf_counter() - started))
+    result = Measurement(depth, dtype, seeds, statistics.median(rates), compile_s, _peak_bytes(),
+                         rounds=rates, iterations=calls * per_call)
     del state, train
     gc.collect()
     jax.clear_caches()
@@ -121,37 +169,87 @@ def projected_hours(rates: dict[tuple[int, int], float], packed_seeds: int) -> t
     return alone / 3600, packed / 3600
 
 
+def projection_lines(results: list[Measurement], dtypes: list[str], packed_seeds: int
+                     ) -> tuple[list[str], dict[str, dict]]:
+    """The grid's projected hours per dtype, as printed lines and as data for --json."""
+    lines, data = [], {}
+    grid = f"{sum(TABLE6_RUNS.values())} runs x {TABLE6_ITERATIONS // 1000}k iterations"
+    for dtype in dtypes:
+        rates = {(m.depth, m.seeds): m.images_per_s for m in results
+                 if m.dtype == dtype and m.images_per_s is not None}
+        alone_depths = sorted(d for d, s in rates if s == 1)
+        label = f"{dtype}, table6's compute_dtype" if dtype == TABLE6_DTYPE else dtype
+        if len(alone_depths) < 2:
+            lines.append(f"Table 6 grid ({label}): not projected (needs two depths measured alone)")
+            continue
+        alone, packed = projected_hours(rates, packed_seeds)
+        basis = ("measured" if set(TABLE6_RUNS) - {32, 44} <= set(alone_depths)
+                 else f"EXTRAPOLATED from ResNet-{'/'.join(map(str, alone_depths))} only")
+        packed_text = (f"{packed:.1f} h with ResNet-110's 5 seeds packed" if (110, 5) in rates
+                       else "packed: not measured")
+        lines.append(f"Table 6 grid ({label}, {grid}, {basis}): {alone:.1f} h one run at a time; "
+                     f"{packed_text}")
+        data[dtype] = {"alone_h": alone, "packed_h": packed if (110, 5) in rates else None,
+                       "basis": basis}
+    return lines, data
+
+
+def recorded_rows(results: list[Measurement], device_kind: str) -> list[dict]:
+    """The runs measured alone, as rows of resdepth/training/rates.py's file."""
+    today = datetime.date.today().isoformat()
+    return [{"device_kind": device_kind, "depth": m.depth, "compute_dtype": m.dtype, "batch": BATCH,
+             "images_per_s": round(m.images_per_s, 1), "jax": jax.__version__, "measured": today,
+             "source": "benchmarks/gpu_check.py"}
+            for m in results if m.seeds == 1 and m.images_per_s]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depths", default="20,56,110,1202")
-    parser.add_argument("--dtypes", default="float32,bfloat16")
-    parser.add_argument("--seeds", type=int, default=5, help="packed seeds (Table 6: 5 for ResNet-110)")
-    parser.add_argument("--steps", type=int, default=40, help="timed iterations per measurement")
+    parser.add_argument("--dtypes", default="tf32,bfloat16,float32",
+                        help="model.compute_dtype values: tf32 (JAX's default precision), "
+                             "float32 (precision HIGHEST), bfloat16")
+    parser.add_argument("--seeds", type=int, default=5,
+                        help="packed seeds (Table 6: 5 for ResNet-110); 1: no packed rows")
+    parser.add_argument("--packed-dtypes", default="tf32", help="the dtypes packed seeds are measured in")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed iterations per round (default: enough for --round-s)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds; images/s of the median")
+    parser.add_argument("--round-s", type=float, default=1.0, help="seconds per timed round, about")
     parser.add_argument("--steps-per-call", type=int, default=10, help="iterations per compiled call")
+    parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure the deepest net's peak memory with and without remat first")
     parser.add_argument("--budget-s", type=float, default=330, help="skip what would start after this")
+    parser.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON")
+    parser.add_argument("--record", action=argparse.BooleanOptionalAction, default=None,
+                        help="record the rates for `resdepth sweep --dry-run` (default: on a GPU or TPU)")
     args = parser.parse_args()
     depths = [int(d) for d in args.depths.split(",")]
     dtypes = args.dtypes.split(",")
-    per_call = max(1, min(args.steps_per_call, args.steps))
+    packed_dtypes = set(args.packed_dtypes.split(",")) if args.seeds > 1 else set()
+    per_call = max(1, min(args.steps_per_call, args.steps or args.steps_per_call))
     device = jax.devices()[0]
+    timing = (f"{args.steps} timed iterations" if args.steps else f"rounds of ~{args.round_s:g} s")
     print(f"device: {len(jax.devices())} x {device.device_kind} ({jax.default_backend()}), "
-          f"jax {jax.__version__}, batch {BATCH}, {args.steps} timed iterations, "
-          f"{per_call} per call", flush=True)
+          f"jax {jax.__version__}, batch {BATCH}, median of {args.rounds} {timing}, "
+          f"{per_call} iterations per call", flush=True)
     started = time.perf_counter()
-    memory: dict[bool, int | None] = {}
+    memory: dict[bool, int | None] = {True: None, False: None}
     deepest = max(depths)
-    # Memory first: peak_bytes_in_use only grows, so the smaller (remat) program goes first.
-    for remat in (True, False):
-        measured = measure(deepest, "float32", 1, per_call, per_call, remat=remat)
-        memory[remat] = measured.peak_bytes
+    if args.memory:
+        # Memory first: peak_bytes_in_use only grows, so the smaller (remat) program goes first.
+        for remat in (True, False):
+            measured = measure(deepest, TABLE6_DTYPE, 1, per_call, per_call, remat=remat)
+            memory[remat] = measured.peak_bytes
     results: list[Measurement] = []
     for depth in depths:
         for dtype in dtypes:
-            for seeds in (1, args.seeds):
+            for seeds in (1, args.seeds) if dtype in packed_dtypes else (1,):
                 if time.perf_counter() - started > args.budget_s:
                     results.append(Measurement(depth, dtype, seeds, note="skipped (time budget)"))
                     continue
-                results.append(measure(depth, dtype, seeds, args.steps, per_call))
+                results.append(measure(depth, dtype, seeds, args.steps, per_call,
+                                       rounds=args.rounds, round_s=args.round_s))
                 print(f"  measured ResNet-{depth} {dtype} x{seeds}", flush=True)
 
     print(f"\n{'net':<12}{'dtype':<10}{'seeds':>6}{'images/s':>12}{'per seed':>10}{'compile s':>11}  note")
@@ -159,27 +257,35 @@ def main() -> None:
         rate = "—" if m.images_per_s is None else f"{m.images_per_s:,.0f}"
         each = "—" if m.images_per_s is None else f"{m.images_per_s / m.seeds:,.0f}"
         compile_s = "—" if m.compile_s is None else f"{m.compile_s:.1f}"
-        print(f"{'ResNet-' + str(m.depth):<12}{m.dtype:<10}{m.seeds:>6}{rate:>12}{each:>10}{compile_s:>11}  {m.note}")
+        spread = (f"rounds {min(m.rounds):,.0f}-{max(m.rounds):,.0f}" if len(m.rounds) > 1 else "")
+        print(f"{'ResNet-' + str(m.depth):<12}{m.dtype:<10}{m.seeds:>6}{rate:>12}{each:>10}"
+              f"{compile_s:>11}  {m.note or spread}")
 
     def gib(value: int | None) -> str:
         return "n/a (no memory statistics on this device)" if value is None else f"{value / 2**30:.2f} GiB"
 
-    print(f"\npeak device memory, ResNet-{deepest} float32 batch {BATCH}: "
-          f"{gib(memory[False])} without remat, {gib(memory[True])} with model.remat")
-    for dtype in dtypes:
-        rates = {(m.depth, m.seeds): m.images_per_s for m in results
-                 if m.dtype == dtype and m.images_per_s is not None}
-        alone_depths = sorted(d for d, s in rates if s == 1)
-        if len(alone_depths) < 2:
-            print(f"Table 6 grid ({dtype}): not projected (needs two depths measured alone)")
-            continue
-        alone, packed = projected_hours(rates, args.seeds)
-        basis = ("measured" if set(TABLE6_RUNS) - {32, 44} <= set(alone_depths)
-                 else f"EXTRAPOLATED from ResNet-{'/'.join(map(str, alone_depths))} only")
-        packed_text = (f"{packed:.1f} h with ResNet-110's 5 seeds packed" if (110, 5) in rates
-                       else "packed: needs ResNet-110 x5 measured")
-        print(f"Table 6 grid ({dtype}, 15 runs x 64k iterations, {basis}): {alone:.1f} h one run "
-              f"at a time; {packed_text}")
+    if args.memory:
+        print(f"\npeak device memory, ResNet-{deepest} {TABLE6_DTYPE} batch {BATCH}: "
+              f"{gib(memory[False])} without remat, {gib(memory[True])} with model.remat")
+    lines, projection = projection_lines(results, dtypes, args.seeds)
+    print(*lines, sep="\n")
+    record = args.record if args.record is not None else jax.default_backend() != "cpu"
+    if record:
+        from resdepth.training.rates import record_measured
+
+        try:
+            path = record_measured(recorded_rows(results, device.device_kind))
+            print(f"rates recorded in {path} for `resdepth sweep --dry-run`")
+        except OSError as error:
+            print(f"rates not recorded: {error}")
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump({"device_kind": device.device_kind, "backend": jax.default_backend(),
+                       "devices": len(jax.devices()), "jax": jax.__version__, "batch": BATCH,
+                       "table6_compute_dtype": TABLE6_DTYPE, "table6_runs": TABLE6_RUNS,
+                       "measurements": [dataclasses.asdict(m) for m in results],
+                       "peak_bytes": {"remat": memory[True], "no_remat": memory[False]},
+                       "projection": projection, "projection_lines": lines}, file, indent=1)
     print(f"total {time.perf_counter() - started:.0f} s")
 
 

@@ -50,7 +50,7 @@ def check_depths_and_batch(depths_text: str, batch_size: int) -> list[int]:
     return depths
 
 
-def cifar_config(depth: int, batch_size: int, compute_dtype: str = "float32") -> ExperimentConfig:
+def cifar_config(depth: int, batch_size: int, compute_dtype: str = "tf32") -> ExperimentConfig:
     """The cifar10 experiment (residual, option A) at `depth` and global batch `batch_size`."""
     return load_config("cifar10", [parse_override(f"model.depth={depth}"),
                                    parse_override(f"optim.batch_size={batch_size}"),

@@ -40,8 +40,9 @@ TRAIN_PASSES = 3  # forward + backward (about two forwards) per image
 
 # Dense peak TFLOP/s per GPU from NVIDIA's datasheets (the sparse figures are twice these).
 # Matched in order against `device_kind`; None marks a variant whose peak is not tabulated here.
-# "tf32" is the tensor-core rate XLA may use for float32 convolutions at default precision;
-# "float32" is the non-tensor-core rate.
+# "tf32" is the tensor-core rate XLA may use for float32 convolutions at default precision
+# (model.compute_dtype "tf32"); "float32" is the non-tensor-core rate, the ceiling of
+# compute_dtype "float32" (precision HIGHEST).
 PEAK_TFLOPS: tuple[tuple[str, dict[str, float] | None], ...] = (
     ("NVL", None),
     ("H100 PCIe", {"bfloat16": 756, "tf32": 378, "float32": 51}),
@@ -59,7 +60,7 @@ def device_peak(device_kind: str) -> dict[str, float] | None:
 
 
 def peak_columns(dtype: str) -> tuple[str, ...]:
-    return ("bfloat16",) if dtype == "bfloat16" else ("tf32", "float32")
+    return {"bfloat16": ("bfloat16",), "float32": ("float32",)}.get(dtype, ("tf32", "float32"))
 
 
 class Run:
@@ -106,8 +107,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None,
                         help=f"timed steps per round (default {DEFAULT_STEPS['cpu']} on CPU, "
                              f"{DEFAULT_ACCELERATOR_STEPS} on an accelerator)")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
-                        help="model.compute_dtype")
+    parser.add_argument("--dtype", choices=("float32", "tf32", "bfloat16"), default="tf32",
+                        help="model.compute_dtype (tf32: JAX's default precision; float32: HIGHEST)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="timed rounds of --steps steps, alternating between convolutions "
                              "(default 3 with --compare, else 1)")

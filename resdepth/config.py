@@ -34,7 +34,10 @@ class ModelConfig:
     depth: int = 20
     residual: bool = True
     shortcut: str = "A"  # §3.3: A zero-pad, B project where dims grow, C project everywhere
-    compute_dtype: str = "float32"  # or "bfloat16"; parameters stay float32
+    # "tf32": float32 at JAX's default precision (TF32 tensor cores on Ampere/Hopper GPUs);
+    # "float32": full float32 (precision HIGHEST, as the paper's Caffe); "bfloat16". Parameters
+    # and BatchNorm stay float32 (models/network.py `arithmetic`).
+    compute_dtype: str = "tf32"
     remat: bool = False  # rematerialize blocks in the backward pass (very deep nets)
     # BatchNorm statistics over groups of this many images of the global batch, the same on any
     # number of devices (0: the whole batch). 64: the paper's 128 on two GPUs, Caffe's per-GPU BN.
@@ -102,9 +105,14 @@ class SweepConfig:
     # Other seeds for some nets, keyed "<arch>-<depth>" or "<depth>" (the paper reports
     # ResNet-110 over 5 runs): {"residual-110": [0, 1, 2, 3, 4]}.
     seeds_by_depth: dict[str, list[int]] = dataclasses.field(default_factory=dict)
-    # Train the seeds of one (architecture, depth) packed into one compiled program (a leading
-    # seed axis, `jax.vmap`); "auto": on accelerators, not on CPU (where it gains nothing).
-    pack_seeds: bool | str = "auto"
+    # Train runs of one shape (the seeds of a net, and plain-N with ResNet-N where the layout
+    # allows) packed into one compiled program: true, false, or "auto" = on TPUs only
+    # (training/sweep.py packs). Was `pack_seeds`.
+    pack: bool | str = "auto"
+    # How a pack is laid out (training/packing.py): "tuple", "vmap", "wide", "grouped", or
+    # "auto" = tuple on CPU (exact), vmap on accelerators until the H200 measures the others.
+    pack_formulation: str = "auto"
+    pack_size: int = 8  # at most this many runs in one pack
 
     def seeds_for(self, arch: str, depth: int) -> list[int]:
         return self.seeds_by_depth.get(f"{arch}-{depth}", self.seeds_by_depth.get(str(depth), self.seeds))
@@ -264,7 +272,7 @@ RULES: dict[str, Rule] = {
     "data.plateau_holdout_examples": _plateau_holdout,
     "model.depth": _model_depth,
     "model.shortcut": one_of(*SHORTCUT_OPTIONS, note=" (§3.3)"),
-    "model.compute_dtype": one_of("float32", "bfloat16"),
+    "model.compute_dtype": one_of("float32", "tf32", "bfloat16"),
     "optim.batch_size": at_least_one,
     "model.bn_group_size": _bn_group_size,
     "optim.learning_rate": positive,
@@ -289,8 +297,10 @@ RULES: dict[str, Rule] = {
     "run.eval_examples": non_negative,
     "run.tag": _run_tag,
     "run.steps_per_call": non_negative,
-    "sweep.pack_seeds": lambda value, config: (
+    "sweep.pack": lambda value, config: (
         None if value in (True, False, "auto") else 'must be true, false or "auto"'),
+    "sweep.pack_formulation": one_of("auto", "tuple", "vmap", "wide", "grouped"),
+    "sweep.pack_size": at_least_one,
     "sweep.archs": _sweep_archs,
     # Checked against the dataset's family only when the grid is expanded: a train-only
     # experiment (imagenet.toml) inherits the CIFAR default grid it never sweeps.
@@ -460,7 +470,7 @@ def load_config(experiment: str | None = None, overrides: list[dict[str, Any]] |
     data = _read_experiment(experiment) if experiment else {}
     for override in overrides or []:
         data = _merge(data, override)
-    return validate(_build(ExperimentConfig, data, ""))
+    return validate(_build(ExperimentConfig, _renamed_keys(data, refuse=True), ""))
 
 
 def scale_schedule(config: ExperimentConfig, total_steps: int) -> dict[str, Any] | None:
@@ -493,8 +503,22 @@ def scale_schedule(config: ExperimentConfig, total_steps: int) -> dict[str, Any]
 
 
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
-    """Rebuilds a saved config (config.json of a run directory)."""
-    return validate(_build(ExperimentConfig, data, ""))
+    """Rebuilds a saved config (config.json of a run directory; older names taken)."""
+    return validate(_build(ExperimentConfig, _renamed_keys(data, refuse=False), ""))
+
+
+def _renamed_keys(data: dict[str, Any], refuse: bool) -> dict[str, Any]:
+    """`data` with sweep.pack_seeds, the old name of sweep.pack, as sweep.pack: a saved
+    config.json keeps its old name; an experiment file or --set is told the new one."""
+    sweep = data.get("sweep")
+    if not isinstance(sweep, dict) or "pack_seeds" not in sweep:
+        return data
+    if refuse:
+        raise ConfigError('config key sweep.pack_seeds is now sweep.pack (true, false or "auto"; '
+                          'sweep.pack_formulation chooses how a pack is laid out)')
+    sweep = {key: value for key, value in sweep.items() if key != "pack_seeds"}
+    sweep.setdefault("pack", data["sweep"]["pack_seeds"])
+    return {**data, "sweep": sweep}
 
 
 def config_to_toml(config: ExperimentConfig) -> str:

@@ -81,7 +81,7 @@ BAD_VALUES = [
     ("digits", "model.depth=2", "6n+2"),
     ("imagenet", "model.depth=20", "18, 34, 50, 101 or 152"),
     ("cifar10", "model.shortcut='D'", "A, B or C"),
-    ("cifar10", "model.compute_dtype='float16'", "float32 or bfloat16"),
+    ("cifar10", "model.compute_dtype='float16'", "float32, tf32 or bfloat16"),
     ("cifar10", "model.bn_group_size=-1", ">= 0"),
     ("cifar10", "model.bn_group_size=48", "must divide optim.batch_size=128"),
     ("cifar10", "optim.batch_size=0", ">= 1"),

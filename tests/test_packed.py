@@ -41,7 +41,7 @@ def test_packed_seeds_equal_seeds_trained_alone_and_each_resumes(tmp_path, digit
         assert train_and_evaluate(config, run_dir_for(tmp_path, config), stop=threading.Event())["status"] == "completed"
 
     # The sweep packs the two seeds of ResNet-8 into one program.
-    base = tiny_config(digits_data_dir, "sweep.pack_seeds=true", steps=50, name="packed")
+    base = tiny_config(digits_data_dir, "sweep.pack=true", steps=50, name="packed")
     points = [GridPoint("residual", 8, 0), GridPoint("residual", 8, 1)]
     summaries = run_sweep(base, points, tmp_path, lambda *_: (lambda event: None), threading.Event())
     assert [s["status"] for s in summaries] == ["completed", "completed"]
@@ -104,13 +104,14 @@ def test_vmapped_pack_matches_each_seed_to_float_rounding():
         assert max_difference(alone.params, packing.seed_slice(packed, seed).params) < 1e-5
 
 
-def test_auto_packs_seeds_on_tpus_only_and_true_or_false_wins():
-    # "auto" follows the H200 measurement (packed seeds slower than one at a time on a GPU).
+def test_auto_packs_on_tpus_only_and_true_or_false_wins():
+    # "auto" follows the H200 measurement (vmapped seeds slower than one at a time on a GPU).
     from resdepth.training import sweep
 
     auto = load_config("cifar10", [])
-    assert auto.sweep.pack_seeds == "auto"
+    assert auto.sweep.pack == "auto" and auto.sweep.pack_formulation == "auto"
     for backend, packs in (("cpu", False), ("gpu", False), ("tpu", True)):
-        assert sweep.packs_seeds(auto, backend) is packs
-        assert sweep.packs_seeds(load_config("cifar10", [parse_override("sweep.pack_seeds=true")]), backend)
-        assert not sweep.packs_seeds(load_config("cifar10", [parse_override("sweep.pack_seeds=false")]), backend)
+        assert sweep.packs(auto, backend) is packs
+        assert sweep.packs(load_config("cifar10", [parse_override("sweep.pack=true")]), backend)
+        assert not sweep.packs(load_config("cifar10", [parse_override("sweep.pack=false")]), backend)
+    assert [sweep.pack_layout(auto, backend) for backend in ("cpu", "gpu", "tpu")] == ["tuple", "vmap", "vmap"]

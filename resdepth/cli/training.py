@@ -147,15 +147,17 @@ def sweep(
     shard_: Annotated[Optional[str], typer.Option("--shard", metavar="I/N|auto", help="I/N: run only part I (0-based) of N disjoint parts; auto: I/N from a SLURM job array or a Kubernetes Indexed Job (auto/N, or RESDEPTH_SHARD_COUNT, gives N)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list the runs, their size and cost; train nothing")] = False,
     json_: Annotated[bool, typer.Option("--json", help="with --dry-run: the runs as JSON on stdout, nothing else")] = False,
+    gpu: Annotated[Optional[str], typer.Option(metavar="NAME", help="with --dry-run: estimate at the rates recorded for this GPU (e.g. H200); default: the GPU benchmarks/gpu_check.sh last measured here, else the NVIDIA H200 figures shipped")] = None,
     data_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="TFDS data dir")] = None,
     steps: Annotated[Optional[int], typer.Option(metavar="N", help=STEPS_HELP.format(" per run"))] = None,
     tag: Annotated[Optional[str], typer.Option(metavar="NAME", help="a name suffix for every run of this sweep (a variant of the experiment)")] = None,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="also write each run's curves as TensorBoard event files in RUN_DIR/tensorboard (run.tensorboard)")] = False,
+    pack: Annotated[Optional[bool], typer.Option("--pack/--no-pack", help="train runs of one shape packed into one program, or one at a time (sweep.pack; default auto: packed on TPUs only; sweep.pack_formulation lays a pack out)")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="override any config field: section.key=value")] = None,
 ) -> None:
     """Train every (architecture, depth, seed) of a grid; skips finished runs, resumes the rest."""
     overrides = {"data.dataset": dataset, "data.data_dir": data_dir, "run.tag": tag,
-                 "run.tensorboard": tensorboard or None}
+                 "run.tensorboard": tensorboard or None, "sweep.pack": pack}
     config, scaled = _config_for_steps(experiment, dataset, set_ or [], steps, **overrides)
     if depths:
         config.sweep.depths = parse_depths(depths)
@@ -181,9 +183,11 @@ def sweep(
                          f"only {grid_size}; use at most {grid_size} parts", highlight=False, soft_wrap=True)
     if json_ and not dry_run:
         raise InvalidChoice("--json goes with --dry-run (a sweep's progress is not JSON)")
+    if gpu and not dry_run:
+        raise InvalidChoice("--gpu goes with --dry-run (it picks the rates of the estimate)")
     _say_scaled(scaled)
     if dry_run:
-        _show_dry_run(config, points, out, json_)
+        _show_dry_run(config, points, out, json_, gpu)
         return
     if not points:
         return  # an empty shard (warned above): nothing to train, no folder to make
@@ -227,31 +231,46 @@ def _skipped_note(message: str) -> None:
     console.print(message, highlight=False, soft_wrap=True)
 
 
-def _show_dry_run(config, points, out: Path, as_json: bool = False) -> None:
-    from resdepth.training.sweep import ASSUMED_TFLOPS, dry_run_rows, gpu_hours_at
+def _show_dry_run(config, points, out: Path, as_json: bool = False, gpu: str | None = None) -> None:
+    from resdepth.training.sweep import ASSUMED_TFLOPS, dry_run_rows, estimate_gpu_hours
 
     rows = dry_run_rows(config, points, out)
     total = sum(row["train_pflop"] for row in rows)
-    gpu_hours = gpu_hours_at(total)
+    estimate = estimate_gpu_hours(config, rows, gpu)
+    gpu_hours = estimate["estimated_gpu_hours"]
     if as_json:
         _print_json({"experiment": config.name, "total_steps": config.optim.total_steps,
                      "lr_boundaries_steps": config.optim.lr_boundaries_steps,
-                     "batch_size": config.optim.batch_size, "runs": rows, "total_train_pflop": total,
-                     "assumed_tflops_per_gpu": ASSUMED_TFLOPS, "estimated_gpu_hours": gpu_hours})
+                     "batch_size": config.optim.batch_size,
+                     "compute_dtype": config.model.compute_dtype, "runs": rows,
+                     "total_train_pflop": total, "assumed_tflops_per_gpu": ASSUMED_TFLOPS,
+                     "rates_device": estimate["device"], "estimated_gpu_hours": gpu_hours})
         return
     table = Table(title=f"{config.name}: {len(rows)} runs, {config.optim.total_steps} iterations "
-                        f"of batch {config.optim.batch_size} each")
-    for column in ("run", "params", "multiply-adds/img", "train PFLOP", "status"):
+                        f"of batch {config.optim.batch_size} each, {config.model.compute_dtype}")
+    for column in ("run", "params", "multiply-adds/img", "train PFLOP", "GPU h", "at", "status"):
         table.add_column(column, justify="right" if column != "run" else "left")
     for row in rows:
+        rate = row["rate"]
+        at = (f"{ASSUMED_TFLOPS:.0f} TFLOP/s assumed" if rate["how"] == "assumed" else
+              f"{'~' if rate['how'] == 'interpolated' else ''}{rate['images_per_s']:,.0f} img/s")
         table.add_row(row["name"], f"{row['params']:,}", f"{row['multiply_adds'] / 1e6:,.1f}M",
-                      f"{row['train_pflop']:,.2f}", row["done"] or "to do")
+                      f"{row['train_pflop']:,.2f}", f"{row['gpu_hours']:,.2f}", at,
+                      row["done"] or "to do")
     console.print(table)
     console.print(f"total training compute {total:,.2f} PFLOP (forward + backward = 3 x forward "
-                  f"multiply-adds x 2). At an assumed sustained {ASSUMED_TFLOPS:.0f} TFLOP/s per GPU "
-                  f"that is about {gpu_hours:,.1f} GPU-hours; small CIFAR convolutions use a GPU "
-                  f"poorly, so measure yours with benchmarks/gpu_check.sh (make bench-gpu), which "
-                  f"prints the grid's projected wall time.")
+                  f"multiply-adds x 2); about {gpu_hours:,.1f} GPU-hours one run at a time.",
+                  highlight=False)
+    by_detail: dict[str, int] = {}
+    for row in rows:
+        by_detail[row["rate"]["detail"]] = by_detail.get(row["rate"]["detail"], 0) + 1
+    for detail, count in by_detail.items():
+        console.print(f"  {count} run{'s' if count > 1 else ''}: {detail}", highlight=False)
+    if gpu and estimate["device"] is None:
+        console.print(f"  no rates are recorded for a GPU matching {gpu!r}", highlight=False)
+    console.print("Measure your GPU with benchmarks/gpu_check.sh (make bench-gpu): it records its "
+                  "rates for --dry-run; --gpu NAME picks a device whose rates are recorded.",
+                  highlight=False)
 
 
 def sweep_title(name: str, summaries: list[dict[str, Any]], planned: int, seconds: float) -> str:

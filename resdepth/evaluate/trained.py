@@ -9,6 +9,7 @@ from typing import Any
 from resdepth.errors import InvalidChoice
 from resdepth.config import ExperimentConfig, config_from_dict
 from resdepth.rundir.files import CONFIG_FILE, read_json
+from resdepth.rundir.identity import saved_as_current
 
 
 @dataclasses.dataclass
@@ -42,7 +43,7 @@ def run_config(run_dir: Path, data_dir: str | None = None) -> ExperimentConfig:
     saved = read_json(run_dir / CONFIG_FILE)
     if saved is None:
         raise InvalidChoice(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
-    config = config_from_dict(saved["config"])
+    config = config_from_dict(saved_as_current(saved)["config"])
     if data_dir is not None:
         config.data.data_dir = data_dir
     return config

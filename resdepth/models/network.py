@@ -6,6 +6,13 @@ so the compiled program does not grow with depth (ResNet-1202 has 199 scanned bl
 
 Shapes: images are NHWC, `(batch, height, width, channels)`; logits are `(batch, num_classes)`,
 always float32 whatever the compute dtype.
+
+Arithmetic (`ModelSpec.compute_dtype`, `arithmetic`): "float32" is full float32 in every
+convolution and the dense layer (`lax.Precision.HIGHEST`, as the paper's Caffe computed);
+"tf32" keeps float32 storage at JAX's default precision, which on Ampere and Hopper GPUs lets
+XLA run the convolutions on TF32 tensor cores (10-bit mantissa products, float32 sums) and on
+CPU is the same float32 arithmetic as "float32"; "bfloat16" computes the convolutions in
+bfloat16. Parameters, BatchNorm and the dense layer's output are float32 in all three.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from resdepth.models.cpu_conv import KEEP_CONV_OUTPUTS, conv_function, cpu_conv
 from resdepth.runtime.backend import current_backend
 
 Shortcut = Literal["A", "B", "C"]
+ComputeDtype = Literal["float32", "tf32", "bfloat16"]
+COMPUTE_DTYPES: tuple[str, ...] = ("float32", "tf32", "bfloat16")
 
 # He et al. 2015 ("Delving deep into rectifiers"): N(0, 2 / fan_in) for ReLU nets.
 HE_NORMAL = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -40,7 +49,9 @@ class ModelSpec:
       residual: False builds the plain net: the same layers without shortcuts.
       shortcut: "A" zero-pad identity, "B" project where dimensions grow, "C" project everywhere.
       num_classes: width of the final dense layer.
-      compute_dtype: "float32" or "bfloat16"; parameters are always float32.
+      compute_dtype: "float32" (full float32: precision HIGHEST), "tf32" (float32 at JAX's
+        default precision: TF32 tensor cores on Ampere/Hopper GPUs) or "bfloat16"; parameters
+        are always float32 (`arithmetic`).
       remat: rematerialize each block in the backward pass (less memory, about 1/3 more compute).
       bn_group_size: BatchNorm statistics over groups of this many images of the batch while
         training (0: the whole batch); the paper's Caffe BN was per GPU, 64 images on CIFAR-10.
@@ -53,7 +64,7 @@ class ModelSpec:
     residual: bool = True
     shortcut: Shortcut = "A"
     num_classes: int = 10
-    compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    compute_dtype: ComputeDtype = "tf32"
     remat: bool = False
     bn_group_size: int = 0
     backend: str = ""
@@ -70,6 +81,20 @@ class ModelSpec:
     @property
     def name(self) -> str:
         return f"{'resnet' if self.residual else 'plain'}-{self.depth}"
+
+
+def arithmetic(compute_dtype: str) -> tuple[jnp.dtype, lax.Precision | None]:
+    """(the dtype convolutions compute in, the precision of convolutions and the dense layer).
+
+    "float32" -> (float32, HIGHEST): full float32 products, as Caffe's; "tf32" -> (float32,
+    None): JAX's default, which XLA may run on TF32 tensor cores on Ampere/Hopper GPUs (on CPU
+    both are float32); "bfloat16" -> (bfloat16, None).
+    """
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}")
+    if compute_dtype == "float32":
+        return jnp.dtype(jnp.float32), lax.Precision.HIGHEST
+    return jnp.dtype(jnp.bfloat16 if compute_dtype == "bfloat16" else jnp.float32), None
 
 
 def paper_padding(kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -136,10 +161,10 @@ class ConvBN(nnx.Module):
 
     def __init__(self, in_features: int, out_features: int, kernel: int, stride: int,
                  dtype: jnp.dtype, *, rngs: nnx.Rngs, bn_group_size: int = 0,
-                 conv: Any = lax.conv_general_dilated):
+                 conv: Any = lax.conv_general_dilated, precision: lax.Precision | None = None):
         self.conv = nnx.Conv(in_features, out_features, (kernel, kernel), strides=stride,
                              padding=paper_padding(kernel), use_bias=False, kernel_init=HE_NORMAL,
-                             dtype=dtype, param_dtype=jnp.float32,
+                             dtype=dtype, param_dtype=jnp.float32, precision=precision,
                              conv_general_dilated=conv, rngs=rngs)
         # BatchNorm normalizes in float32 whatever the compute dtype: its statistics are float32
         # and bfloat16 sums over a large batch lose precision; the next conv casts back.
@@ -176,11 +201,12 @@ class Block(nnx.Module):
 
     def __init__(self, in_features: int, width: int, stride: int, kind: BlockKind,
                  residual: bool, shortcut: Shortcut, dtype: jnp.dtype, *, rngs: nnx.Rngs,
-                 bn_group_size: int = 0, conv: Any = lax.conv_general_dilated):
+                 bn_group_size: int = 0, conv: Any = lax.conv_general_dilated,
+                 precision: lax.Precision | None = None):
         self.kind = kind
         self.residual = residual
         self.stride = stride
-        norm = {"rngs": rngs, "bn_group_size": bn_group_size, "conv": conv}
+        norm = {"rngs": rngs, "bn_group_size": bn_group_size, "conv": conv, "precision": precision}
         if kind == "basic":
             self.out_features = width
             self.layers = nnx.List([
@@ -225,8 +251,10 @@ class Stage(nnx.Module):
                  spec: ModelSpec, dtype: jnp.dtype, *, rngs: nnx.Rngs):
         kind = spec.plan.block_kind
         conv = spec.convolution
+        precision = arithmetic(spec.compute_dtype)[1]
         self.first = Block(in_features, width, stride, kind, spec.residual, spec.shortcut,
-                           dtype, rngs=rngs, bn_group_size=spec.bn_group_size, conv=conv)
+                           dtype, rngs=rngs, bn_group_size=spec.bn_group_size, conv=conv,
+                           precision=precision)
         self.out_features = self.first.out_features
         self.remat = spec.remat
         # On CPU the scanned blocks keep only their convolutions' outputs for the backward pass
@@ -243,7 +271,8 @@ class Stage(nnx.Module):
         @nnx.vmap(in_axes=(0,), out_axes=0)
         def make_blocks(block_rngs: nnx.Rngs) -> Block:
             return Block(out_features, width, 1, kind, spec.residual, spec.shortcut, dtype,
-                         rngs=block_rngs, bn_group_size=spec.bn_group_size, conv=conv)
+                         rngs=block_rngs, bn_group_size=spec.bn_group_size, conv=conv,
+                         precision=precision)
 
         self.repeated = make_blocks(rngs)
 
@@ -271,14 +300,16 @@ class ResNet(nnx.Module):
     def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, in_channels: int = 3):
         self.spec = spec
         plan = spec.plan
-        dtype = jnp.dtype(spec.compute_dtype)
+        dtype, precision = arithmetic(spec.compute_dtype)
         self.dtype = dtype
         if spec.dataset_family == "cifar":
             self.stem = ConvBN(in_channels, plan.stem_features, 3, 1, dtype, rngs=rngs,
-                               bn_group_size=spec.bn_group_size, conv=spec.convolution)
+                               bn_group_size=spec.bn_group_size, conv=spec.convolution,
+                               precision=precision)
         else:
             self.stem = ConvBN(in_channels, plan.stem_features, 7, 2, dtype, rngs=rngs,
-                               bn_group_size=spec.bn_group_size, conv=spec.convolution)
+                               bn_group_size=spec.bn_group_size, conv=spec.convolution,
+                               precision=precision)
         stages, features = [], plan.stem_features
         for index, (width, num_blocks) in enumerate(zip(plan.widths, plan.stage_sizes)):
             stride = 1 if index == 0 else 2
@@ -287,7 +318,8 @@ class ResNet(nnx.Module):
             features = stage.out_features
         self.stages = nnx.List(stages)
         self.head = nnx.Linear(features, spec.num_classes, kernel_init=HE_NORMAL,
-                               dtype=jnp.float32, param_dtype=jnp.float32, rngs=rngs)
+                               dtype=jnp.float32, param_dtype=jnp.float32, precision=precision,
+                               rngs=rngs)
 
     def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
         """images (batch, H, W, C), mean-subtracted -> logits (batch, num_classes), float32."""

@@ -39,9 +39,9 @@ def check_same_run(run_dir: Path, config: ExperimentConfig) -> None:
     one directory (a longer schedule reported as the old one, a resumed run at another rate).
     """
     from resdepth.config import ConfigError, config_from_dict
-    from resdepth.rundir.identity import differing_keys
+    from resdepth.rundir.identity import differing_keys, saved_as_current
 
-    saved = read_json(run_dir / CONFIG_FILE)
+    saved = saved_as_current(read_json(run_dir / CONFIG_FILE))
     if saved is None:
         return
     advice = "use --tag NAME for a separate run, or another --out"

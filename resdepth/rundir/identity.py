@@ -38,6 +38,15 @@ RESULT_NEUTRAL = (
 )
 SEED_KEY = "run.seed"
 
+# config.json says `"precision_names": 2` since model.compute_dtype took three values (issue 14):
+# "float32" is full float32 (precision HIGHEST), "tf32" float32 at JAX's default precision (TF32
+# tensor cores on Ampere/Hopper GPUs), "bfloat16". A config.json without it was written when
+# "float32" meant JAX's default precision, the arithmetic now named "tf32"; readers take its
+# "float32" as "tf32" (`saved_as_current`), so such a run resumes, and is averaged, with the
+# runs that compute as it did (on CPU the two are the same float32 arithmetic anyway).
+PRECISION_NAMES_KEY = "precision_names"
+PRECISION_NAMES = 2
+
 
 def flatten(config: dict[str, Any]) -> dict[str, Any]:
     """{"optim": {"learning_rate": 0.1}, "name": "x"} -> {"optim.learning_rate": 0.1, "name": "x"}.
@@ -76,6 +85,23 @@ def fingerprint(config: dict[str, Any]) -> str:
 def recipe_fingerprint(config: dict[str, Any]) -> str:
     """The fingerprint without the seed: equal for runs that may be averaged over seeds."""
     return _digest(result_settings(config, with_seed=False))
+
+
+def saved_as_current(saved: Any) -> Any:
+    """config.json's contents ({"config": {...}, ...}) with an older file's settings in today's
+    names: without `precision_names`, a `model.compute_dtype` of "float32" becomes "tf32", and
+    the stored fingerprints, computed from the old name, are dropped (readers recompute them).
+    Anything else, a damaged file included, comes back as it was."""
+    if not isinstance(saved, dict) or saved.get(PRECISION_NAMES_KEY) == PRECISION_NAMES:
+        return saved
+    config = saved.get("config")
+    model = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model, dict) or model.get("compute_dtype") != "float32":
+        return saved
+    renamed = {key: value for key, value in saved.items()
+               if key not in ("fingerprint", "recipe_fingerprint")}
+    renamed["config"] = {**config, "model": {**model, "compute_dtype": "tf32"}}
+    return renamed
 
 
 def differing_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:

@@ -53,7 +53,7 @@ class Summary:
     status: "completed" | "diverged" | "interrupted" | "failed". The final errors are those of
     the last iteration (never the best over evaluations); None where the run did not get there.
     `eval_split` is "validation" for a --val-split run (its "test" errors are on training images
-    held out). `packed_seeds`: how many seeds trained in one program with this one (1: alone).
+    held out). `packed_seeds`: how many runs trained in one program, this one included (1: alone).
     """
 
     status: str
@@ -244,7 +244,8 @@ def read_run(path: Path) -> RunRecord:
     damage: list[str] = []
     summary = _checked(read_object(path / SUMMARY_FILE, damage), path / SUMMARY_FILE,
                        SUMMARY_FIELDS, damage)
-    saved_config = _checked_config(read_object(path / CONFIG_FILE, damage), path / CONFIG_FILE, damage)
+    saved_config = identity.saved_as_current(
+        _checked_config(read_object(path / CONFIG_FILE, damage), path / CONFIG_FILE, damage))
     metrics = read_metrics(path / METRICS_FILE, damage)
     responses = _checked_responses(path / RESPONSES_FILE, damage)
     tencrop = _checked(read_object(path / TENCROP_FILE, damage), path / TENCROP_FILE, TOP_FIELDS, damage)

@@ -42,12 +42,16 @@ from resdepth.models.network import ModelSpec, build_model
 from resdepth.rundir.files import (
     CONFIG_FILE, METRICS_FILE, MetricsLog, check_same_run, code_version,
     ensure_writable, write_json)
-from resdepth.rundir.identity import fingerprint, recipe_fingerprint
+from resdepth.rundir.identity import (
+    PRECISION_NAMES, PRECISION_NAMES_KEY, fingerprint, recipe_fingerprint)
 from resdepth.rundir.record import Summary, completed_summary
 from resdepth.training import step as steps
 from resdepth.training.events import Event, EventSink
 from resdepth.training.mesh import host_value, make_mesh, replicated_scalar
-from resdepth.training.packing import pack_states, replace_per_seed, seed_slice, seed_values
+from resdepth.models.packed import packed_graphdef
+from resdepth.training.packing import (
+    formulation as pack_formulation, mixes_architectures, pack_states, replace_per_seed,
+    seed_slice, seed_values)
 from resdepth.training.sources import make_source
 from resdepth.training.processes import maybe_initialize_distributed  # noqa: F401  (its old home)
 from resdepth.runtime.backend import current_backend
@@ -88,7 +92,8 @@ def _save_config(run_dir: Path, config: ExperimentConfig, writes: bool) -> None:
         settings = config.to_dict()
         write_json(run_dir / CONFIG_FILE, {
             "config": settings, "fingerprint": fingerprint(settings),
-            "recipe_fingerprint": recipe_fingerprint(settings), "code_version": code_version(),
+            "recipe_fingerprint": recipe_fingerprint(settings),
+            PRECISION_NAMES_KEY: PRECISION_NAMES, "code_version": code_version(),
             "jax_version": jax.__version__, "devices": [str(d) for d in jax.devices()]})
 
 
@@ -146,6 +151,7 @@ class _Run:
     steps_done: int | None = None  # where it stopped early (diverged); None: where the session did
     last_train_error: float | None = None
     resumed: bool = False
+    params: int = 0  # parameters of its net
 
     @property
     def active(self) -> bool:
@@ -170,12 +176,14 @@ def train_and_evaluate(config: ExperimentConfig, run_dir: Path,
 
 def train_packed(configs: list[ExperimentConfig], run_dirs: list[Path], sinks: list[EventSink],
                  stop: threading.Event | None = None) -> list[dict[str, Any]]:
-    """Trains several seeds of one recipe in one compiled program; one summary per run.
+    """Trains several runs of one recipe in one compiled program (a pack); one summary per run.
 
-    The configs must differ in `run.seed` alone. The state gets a leading seed axis and the
-    pure step is `jax.vmap`ped over it; each seed keeps its own initialization, data order and
-    augmentation, and its own run directory, metrics, summary and checkpoints, so each resumes
-    (packed or alone) exactly as a run trained alone would.
+    The configs differ in `run.seed` and, where the pack's layout allows it, in
+    `model.residual` (plain-N beside ResNet-N). `sweep.pack_formulation` lays the pack out
+    (training/packing.py: a tuple of states, a vmapped stack, or one wide or grouped net);
+    each run keeps its own initialization, data order and augmentation, and its own run
+    directory, metrics, summary and checkpoints (in the single-run form), so each resumes
+    alone or in any pack.
     """
     return train_runs(configs, run_dirs, sinks, stop, packed=True)
 
@@ -230,18 +238,20 @@ def _open_session(runs: list[_Run], packed: bool) -> "_Session | None":
     iterations (their checkpointers closed again)."""
     config = runs[0].config
     _validate(config)
-    if packed:
-        _check_packable(config, [run.config for run in runs])
     mesh, backend = make_mesh(), current_backend()  # the one place a run asks for its backend
+    layout = pack_formulation(config.sweep.pack_formulation, backend) if packed else None
+    if packed:
+        _check_packable(config, [run.config for run in runs], layout)
     source = make_source(config, mesh, [run.config.run.seed for run in runs] if packed else None,
-                         backend)
-    spec = model_spec(config, source.num_classes, backend)
+                         backend, layout)
     writes = jax.process_index() == 0
-    states, graphdef, params = [], None, 0
+    states, graphdefs = [], []
     for run in runs:
+        spec = model_spec(run.config, source.num_classes, backend)  # plain or residual, each
         model = build_model(spec, run.config.run.seed, in_channels=source.in_channels)
-        params = count_params(model)
+        run.params = count_params(model)
         graphdef, state = steps.init_state(run.config, model, mesh)
+        graphdefs.append(graphdef)
         del model
         _save_config(run.run_dir, run.config, writes)
         run.checkpointer = Checkpointer(run.run_dir, run.config.run.keep_checkpoints)
@@ -253,9 +263,15 @@ def _open_session(runs: list[_Run], packed: bool) -> "_Session | None":
             run.checkpointer.close()
         return None
     (start_step,) = start_steps
-    state = pack_states(states, mesh, source.stacked) if packed else states[0]
+    state = pack_states(states, mesh, layout) if packed else states[0]
     del states
-    return _Session(runs, config, packed, mesh, source, graphdef, params, state, start_step)
+    train_graphdef = graphdefs[0]
+    if layout in ("wide", "grouped"):  # one net for the pack (models/packed.py)
+        train_graphdef = packed_graphdef(model_spec(config, source.num_classes, backend),
+                                         [run.config.model.residual for run in runs], layout,
+                                         source.in_channels)
+    return _Session(runs, config, packed, mesh, source, graphdefs, train_graphdef, state,
+                    start_step)
 
 
 def _restore(run: _Run, fresh: steps.TrainState) -> steps.TrainState:
@@ -281,8 +297,8 @@ class _Session:
     packed: bool
     mesh: Any
     source: Any  # training/sources.py
-    graphdef: Any
-    params: int
+    graphdefs: list[Any]  # each run's net (plain and residual runs may share a pack)
+    train_graphdef: Any  # what the train step merges: the run's net, or the pack's packed net
     state: Any  # a TrainState, or a packed one (training/packing.py)
     step: int  # iterations done
     started: float = 0.0  # time.time() when this session's training began
@@ -308,8 +324,8 @@ class _Session:
             run.metrics.truncate_after(self.step)
             run.last_train_error = _last_value(run.metrics.rows(), "train", "train_error")
             run.on_event(Event("start", self.step, self.total,
-                               {"params": self.params, "resumed": run.resumed}))
-        self.source.compile(self.graphdef, self.step)
+                               {"params": run.params, "resumed": run.resumed}))
+        self.source.compile(self.train_graphdef, self.step, graphdefs=self.graphdefs)
         self.per_call = _steps_per_call(self.config, self.source.backend)
         self.started = self.interval_start = time.time()
         self.warmup_cap = steps.warmup_end_step(self.config)
@@ -409,7 +425,7 @@ class _Session:
             if not run.active:
                 continue
             row = {"type": "eval", "step": self.step, "epoch": self.source.epoch(self.step),
-                   **self.source.evaluate(self.run_state(position))}
+                   **self.source.evaluate(self.run_state(position), position)}
             run.metrics.append(row)
             run.on_event(Event("eval", self.step, self.total, row))
             if not self.packed:  # packs are refused the plateau schedule (_check_packable)
@@ -451,7 +467,7 @@ def _summary(run: _Run, session: _Session, rows: list[dict[str, Any]]) -> Summar
     return Summary(
         status=run.status, name=run.run_dir.name, experiment=config.name,
         dataset=config.data.dataset, arch="residual" if model.residual else "plain",
-        depth=model.depth, shortcut=model.shortcut, seed=config.run.seed, params=session.params,
+        depth=model.depth, shortcut=model.shortcut, seed=config.run.seed, params=run.params,
         total_steps=config.optim.total_steps,
         steps_done=session.step if run.steps_done is None else run.steps_done,
         final_train_error=run.last_train_error, final_test_error=final("test_error"),
@@ -464,11 +480,21 @@ def _summary(run: _Run, session: _Session, rows: list[dict[str, Any]]) -> Summar
         packed_seeds=len(session.runs) if session.packed else 1, message=run.message)
 
 
-def _check_packable(config: ExperimentConfig, configs: list[ExperimentConfig]) -> None:
-    """Packed runs share one program: the same recipe, seeds apart, the steps schedule."""
-    recipes = {recipe_fingerprint(each.to_dict()) for each in configs}
-    if len(recipes) > 1:
-        raise ValueError("packed runs must differ in run.seed alone")
+def _check_packable(config: ExperimentConfig, configs: list[ExperimentConfig],
+                    layout: str = "tuple") -> None:
+    """Packed runs share one program: the same recipe, seeds apart (and plain or residual,
+    where `layout` lets them share a pack: packing.mixes_architectures), the steps schedule."""
+    mixes = mixes_architectures(layout, config.model.shortcut)
+
+    def recipe(each: ExperimentConfig) -> str:
+        settings = each.to_dict()
+        if mixes:
+            settings["model"] = {**settings["model"], "residual": None}
+        return recipe_fingerprint(settings)
+
+    if len({recipe(each) for each in configs}) > 1:
+        allowed = "run.seed and model.residual" if mixes else "run.seed"
+        raise ValueError(f"the runs of a {layout} pack must differ in {allowed} alone")
     if config.optim.lr_schedule != "steps":
         raise InvalidChoice("packed seeds need lr_schedule 'steps' (a plateau decides per run)")
 

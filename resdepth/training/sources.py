@@ -25,7 +25,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from resdepth.training import step as steps
+from resdepth.training import packing, step as steps
+from resdepth.training.packed_step import make_step
 from resdepth.errors import InvalidChoice
 from resdepth.config import ExperimentConfig
 from resdepth.data.datasets import NUM_CLASSES, BatchOrder, InMemoryDataset, load_dataset
@@ -76,13 +77,18 @@ class DeviceResidentSource:
     """CIFAR-10 or digits, held on the devices (see data/datasets.py and data/augment.py)."""
 
     def __init__(self, config: ExperimentConfig, mesh, data: InMemoryDataset | None = None,
-                 seeds: list[int] | None = None, backend: str = "cpu"):
-        """`seeds`: train these seeds packed into one program (a leading seed axis on the state);
-        None: the one seed `config.run.seed`, unpacked. `backend` decides how a pack is laid
-        out (`stacked`: step.stacks_seeds)."""
+                 seeds: list[int] | None = None, backend: str = "cpu",
+                 formulation: str | None = None):
+        """`seeds`: the seeds of the runs trained packed into one program, one per run; None:
+        the one seed `config.run.seed`, unpacked. `formulation` lays a pack out
+        (training/packing.py; None: `sweep.pack_formulation` on `backend`)."""
         self.config, self.mesh, self.backend = config, mesh, backend
         self.packed = seeds is not None
-        self.stacked = self.packed and steps.stacks_seeds(backend)
+        self.formulation = None
+        if self.packed:
+            self.formulation = formulation or packing.formulation(
+                config.sweep.pack_formulation, backend)
+        self.stacked = self.formulation == "vmap"
         self.data = data if data is not None else load_dataset(config.data)
         holdout = plateau_holdout_examples(config)
         self.holdout: tuple[np.ndarray, np.ndarray] | None = None
@@ -97,16 +103,20 @@ class DeviceResidentSource:
     def epoch(self, step: int) -> float:
         return self.order.epoch(step)
 
-    def compile(self, graphdef: Any, start_step: int) -> None:
-        """The compiled steps and the data on the devices. `start_step` is the sources' shared
-        signature: here the batch order is a function of the iteration, so any step resumes."""
+    def compile(self, graphdef: Any, start_step: int, graphdefs: list[Any] | None = None) -> None:
+        """The compiled steps and the data on the devices. `graphdef`: what the train step
+        merges (a wide or grouped pack's packed net); `graphdefs`: each run's own net, which
+        evaluates it (None: `graphdef`). `start_step` is the sources' shared signature: here
+        the batch order is a function of the iteration, so any step resumes."""
         everywhere = replicated(self.mesh)
         self.device_data = steps.DeviceDataset(
             to_global(self.data.train_images, everywhere), to_global(self.data.train_labels, everywhere),
             to_global(self.data.mean_image, everywhere))
-        self._train_step = steps.make_train_step(self.config, graphdef, self.mesh, self.packed,
-                                                 self.stacked)
-        self._eval_step = steps.make_eval_step(graphdef)
+        self._train_step = make_step(self.config, graphdef, self.mesh, self.formulation,
+                                     graphdefs, runs=len(self.orders))
+        self._eval_graphdefs = list(graphdefs or [graphdef])
+        # One compiled evaluation per distinct net (a pack's seeds share theirs).
+        self._eval_steps = {each: steps.make_eval_step(each) for each in set(self._eval_graphdefs)}
         devices = jax.device_count()
         size = min(self.config.run.eval_batch_size, len(self.data.test_images))
         self.eval_batch_size = max(devices, math.ceil(size / devices) * devices)
@@ -125,18 +135,21 @@ class DeviceResidentSource:
         return self._train_step(state, self.device_data,
                                 to_global(indices, sharding, batch_axis=indices.ndim - 1))
 
-    def evaluate(self, state: steps.TrainState) -> dict[str, float]:
+    def evaluate(self, state: steps.TrainState, position: int = 0) -> dict[str, float]:
         """Test loss and error (fraction) over the whole test split, single original view; with
-        the plateau schedule also `holdout_loss` and `holdout_error` of the held-out images."""
-        loss, error = self._loss_and_error(state, self.data.test_images, self.data.test_labels)
+        the plateau schedule also `holdout_loss` and `holdout_error` of the held-out images.
+        `state`: a single run's, the pack's run at `position`."""
+        evaluate = self._eval_steps[self._eval_graphdefs[position]]
+        loss, error = self._loss_and_error(evaluate, state, self.data.test_images,
+                                           self.data.test_labels)
         row = {"test_loss": loss, "test_error": error}
         if self.holdout is not None:
-            loss, error = self._loss_and_error(state, *self.holdout)
+            loss, error = self._loss_and_error(evaluate, state, *self.holdout)
             row.update(holdout_loss=loss, holdout_error=error)
         return row
 
-    def _loss_and_error(self, state: steps.TrainState, images: np.ndarray, labels: np.ndarray
-                        ) -> tuple[float, float]:
+    def _loss_and_error(self, evaluate, state: steps.TrainState, images: np.ndarray,
+                        labels: np.ndarray) -> tuple[float, float]:
         totals = np.zeros(3, np.float64)
         sharding = batch_sharded(self.mesh)
         size = self.eval_batch_size
@@ -148,7 +161,7 @@ class DeviceResidentSource:
                 batch_images = np.concatenate([batch_images, np.zeros((pad, *images.shape[1:]), images.dtype)])
                 batch_labels = np.concatenate([batch_labels, np.zeros(pad, labels.dtype)])
                 mask = np.concatenate([mask, np.zeros(pad, np.float32)])
-            sums = self._eval_step(state, to_global(batch_images, sharding),
+            sums = evaluate(state, to_global(batch_images, sharding),
                                    to_global(batch_labels, sharding), to_global(mask, sharding),
                                    self.device_data.mean_image)
             totals += host_value(sums).astype(np.float64)
@@ -178,7 +191,7 @@ class StreamingSource:
     def epoch(self, step: int) -> float:
         return step * self.config.optim.batch_size / self.examples
 
-    def compile(self, graphdef: Any, start_step: int) -> None:
+    def compile(self, graphdef: Any, start_step: int, graphdefs: list[Any] | None = None) -> None:
         from resdepth.data import imagenet_input
 
         optimizer = steps.make_optimizer(self.config)
@@ -199,7 +212,7 @@ class StreamingSource:
             state = self._train_step(state, next(self._batches))
         return state
 
-    def evaluate(self, state: steps.TrainState) -> dict[str, float]:
+    def evaluate(self, state: steps.TrainState, position: int = 0) -> dict[str, float]:
         """Top-1 and top-5 centre-crop error on the validation split (what most tools report),
         on each process's first `run.eval_examples` images (0: all); with the plateau schedule
         also `holdout_error` and `holdout_top5_error`, the same test of the held-out training
@@ -235,13 +248,14 @@ class StreamingSource:
 
 
 def make_source(config: ExperimentConfig, mesh, seeds: list[int] | None = None,
-                backend: str = "cpu"):
-    """The data source of a run on `backend`; `seeds` packs several seeds into one program
-    (CIFAR-10, digits)."""
+                backend: str = "cpu", formulation: str | None = None):
+    """The data source of a run on `backend`; `seeds` packs several runs into one program
+    (CIFAR-10, digits), laid out by `formulation` (training/packing.py)."""
     from resdepth.models.architectures import family_of
 
     if family_of(config.data.dataset) == "imagenet":
         if seeds is not None:
             raise InvalidChoice("packed seeds are for the on-device datasets (cifar10, digits)")
         return StreamingSource(config, mesh, backend)
-    return DeviceResidentSource(config, mesh, seeds=seeds, backend=backend)
+    return DeviceResidentSource(config, mesh, seeds=seeds, backend=backend,
+                                formulation=formulation)

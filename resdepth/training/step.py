@@ -134,7 +134,8 @@ class DeviceDataset:
 
 
 def make_train_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh, packed: bool = False,
-                    stacked: bool = False
+                    stacked: bool = False, *, formulation: str | None = None,
+                    graphdefs: list[Any] | None = None
                     ) -> Callable[[TrainState, DeviceDataset, jax.Array], TrainState]:
     """The jitted SGD iterations for the on-device datasets (CIFAR-10, digits).
 
@@ -146,13 +147,23 @@ def make_train_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh, packed:
       net trained in one program, each with its own parameters, data order and augmentation;
       with `stacked` too (`stacks_seeds`) the states are stacked on a leading seed axis and the
       pure step is `jax.vmap`ped over it, else the state is a tuple of S states.
+    `formulation` ("tuple" or "vmap": training/packing.py) names the pack's layout instead of
+    `packed` and `stacked`; the wide and grouped layouts have their own step
+    (training/packed_step.py, whose `make_step` takes every layout). `graphdefs`: the tuple
+    layout's runs' own graphdefs (plain and residual nets may share a tuple pack), `graphdef`
+    for every run if None.
     One program is compiled per indices shape.
     """
+    if formulation not in (None, "tuple", "vmap"):
+        raise ValueError(f"the {formulation} layout's step is training/packed_step.py's")
+    if formulation is not None:
+        packed, stacked = True, formulation == "vmap"
     optimizer = make_optimizer(config)
     augment = config.data.augment
     pad, flip = config.data.pad_pixels, config.data.random_flip
 
-    def step(state: TrainState, data: DeviceDataset, indices: jax.Array) -> TrainState:
+    def step(state: TrainState, data: DeviceDataset, indices: jax.Array,
+             graphdef: Any = graphdef) -> TrainState:
         images = normalize(data.train_images[indices], data.mean_image)
         if augment:
             key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -161,12 +172,13 @@ def make_train_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh, packed:
         labels = data.train_labels[indices]
         return apply_gradients(config, graphdef, optimizer, state, images, labels)
 
-    def steps(state: TrainState, data: DeviceDataset, indices: jax.Array) -> TrainState:
+    def steps(state: TrainState, data: DeviceDataset, indices: jax.Array,
+              graphdef: Any = graphdef) -> TrainState:
         # Every call is a scan over its iterations, one iteration included (XLA removes a loop
         # of one trip), so 1 or k iterations per call compute bit-identical results.
         if indices.ndim == 1:
             indices = indices[None]
-        body = lambda carry, batch: (step(carry, data, batch), None)  # noqa: E731
+        body = lambda carry, batch: (step(carry, data, batch, graphdef), None)  # noqa: E731
         return jax.lax.scan(body, state, indices)[0]
 
     if not packed:
@@ -176,17 +188,19 @@ def make_train_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh, packed:
 
     def each_seed(states: tuple[TrainState, ...], data: DeviceDataset, indices: jax.Array
                   ) -> tuple[TrainState, ...]:
-        return tuple(steps(state, data, indices[i]) for i, state in enumerate(states))
+        return tuple(steps(state, data, indices[i], graphdefs[i] if graphdefs else graphdef)
+                     for i, state in enumerate(states))
 
     return jax.jit(each_seed, donate_argnums=0)
 
 
 def stacks_seeds(backend: str) -> bool:
-    """How packed seeds are laid out: stacked on a leading axis and `jax.vmap`ped on GPUs and
-    TPUs, where batching S small nets' convolutions fills the device; on CPU a tuple of S
-    states, S copies of the step in one program, which the cores run as fast and which gives
-    bit-identical results to each seed trained alone (vmap batches the convolutions differently,
-    and training amplifies rounding differences within tens of iterations)."""
+    """Whether `sweep.pack_formulation = "auto"` stacks a pack (training/packing.py
+    `formulation`): stacked on a leading axis and `jax.vmap`ped on GPUs and TPUs, until the H200
+    measures the other layouts; on CPU a tuple of S states, S copies of the step in one
+    program, which the cores run as fast and which gives bit-identical results to each seed
+    trained alone (vmap batches the convolutions differently, and training amplifies rounding
+    differences within tens of iterations)."""
     return backend != "cpu"
 
 

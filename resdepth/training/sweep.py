@@ -196,8 +196,11 @@ def run_sweep(base: ExperimentConfig, points: list[GridPoint], out: Path,
     from resdepth.training.session import train_run
 
     summaries = []
+    layout = pack_layout(base) if packs(base) else None
     for group in _pack_groups(base, points):
         if len(group) > 1:
+            names = ", ".join(run_dir_for(out, point_config(base, point)).name for point in group)
+            on_note(f"pack of {len(group)} in one {layout} program: {names}")
             summaries.extend(_run_pack(base, group, out, on_run, stop, on_note, config_notes))
         else:
             (point,) = group
@@ -216,41 +219,68 @@ def run_sweep(base: ExperimentConfig, points: list[GridPoint], out: Path,
     return summaries
 
 
-def packs_seeds(base: ExperimentConfig, backend: str | None = None) -> bool:
-    """Whether the sweep trains the seeds of a grid point packed into one program.
+def packs(base: ExperimentConfig, backend: str | None = None) -> bool:
+    """Whether the sweep trains runs of one shape packed into one program.
 
-    `sweep.pack_seeds`: true, false, or "auto" = on TPUs only. On an H200 (docs/benchmarks.md,
-    `benchmarks/gpu_check.sh`) 5 packed seeds made fewer images/s in all than one seed alone
-    at every depth, so on GPUs one run at a time is faster; on CPU the cores are busy with one net
-    already. TPUs are unmeasured: packing stays the default there on the premise that S small
-    nets fill the matrix units better than one. Only the on-device datasets and the
-    fixed-boundary schedule can be packed.
+    `sweep.pack`: true, false, or "auto" = on TPUs only. On an H200 (docs/benchmarks.md,
+    `benchmarks/gpu_check.sh`) 5 seeds packed by vmap made fewer images/s in all than one
+    seed alone at every depth, so on GPUs one run at a time is faster until
+    `benchmarks/pack_check.py` measures a packing that wins there (the wide and grouped
+    layouts, unmeasured on a GPU); on CPU the cores are busy with one net already. TPUs are
+    unmeasured: packing stays the default there on the premise that S small nets fill the
+    matrix units better than one. Only the on-device datasets and the fixed-boundary schedule
+    can be packed.
     """
-    wanted = base.sweep.pack_seeds
+    wanted = base.sweep.pack
     if wanted == "auto":
-        from resdepth.runtime.backend import current_backend
-
-        wanted = (backend or current_backend()) == "tpu"
+        wanted = _backend(backend) == "tpu"
     return bool(wanted) and family_of(base.data.dataset) != "imagenet" and \
         base.optim.lr_schedule == "steps"
 
 
-def _pack_groups(base: ExperimentConfig, points: list[GridPoint]) -> list[list[GridPoint]]:
-    """Consecutive points of one (architecture, depth) as one group when seeds are packed."""
-    if not packs_seeds(base):
+packs_seeds = packs  # the name before packs held more than seeds
+
+
+def pack_layout(base: ExperimentConfig, backend: str | None = None) -> str:
+    """The formulation a pack of this sweep is laid out in (training/packing.py)."""
+    from resdepth.training.packing import formulation
+
+    return formulation(base.sweep.pack_formulation, _backend(backend))
+
+
+def _backend(backend: str | None) -> str:
+    if backend:
+        return backend
+    from resdepth.runtime.backend import current_backend
+
+    return current_backend()
+
+
+def _pack_groups(base: ExperimentConfig, points: list[GridPoint], backend: str | None = None
+                 ) -> list[list[GridPoint]]:
+    """The sweep's programs, in order: each one point, or when runs are packed, the points of
+    one shape, at most `sweep.pack_size` a pack, where the first of them stood. A shape is a
+    depth, and an architecture too unless the layout lets plain and residual nets share a pack
+    (packing.mixes_architectures)."""
+    if not packs(base, backend):
         return [[point] for point in points]
+    from resdepth.training.packing import mixes_architectures
+
+    mixed = mixes_architectures(pack_layout(base, backend), base.model.shortcut)
+    by_shape: dict[tuple, list[list[GridPoint]]] = {}
     groups: list[list[GridPoint]] = []
     for point in points:
-        if groups and (groups[-1][0].arch, groups[-1][0].depth) == (point.arch, point.depth):
-            groups[-1].append(point)
-        else:
-            groups.append([point])
+        chunks = by_shape.setdefault((point.depth,) if mixed else (point.arch, point.depth), [])
+        if not chunks or len(chunks[-1]) >= base.sweep.pack_size:
+            chunks.append([])
+            groups.append(chunks[-1])
+        chunks[-1].append(point)
     return groups
 
 
 def _run_pack(base: ExperimentConfig, group: list[GridPoint], out: Path, on_run, stop,
               on_note, config_notes: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """The seeds of one grid point in one compiled program (session.train_pack)."""
+    """The runs of one pack in one compiled program (session.train_pack)."""
     from resdepth.training.session import train_pack
 
     configs = [point_config(base, point) for point in group]
@@ -304,6 +334,42 @@ def dry_run_rows(base: ExperimentConfig, points: list[GridPoint], out: Path) -> 
 def gpu_hours_at(train_pflop: float, tflops: float = ASSUMED_TFLOPS) -> float:
     """GPU-hours for `train_pflop` PFLOP of training at a sustained `tflops` TFLOP/s."""
     return train_pflop * 1e15 / (tflops * 1e12) / 3600
+
+
+# The datasets whose nets training/rates.py's rates were measured on (32x32 CIFAR images).
+RATED_DATASETS = ("cifar10",)
+
+
+def estimate_gpu_hours(base: ExperimentConfig, rows: list[dict[str, Any]], gpu: str | None = None,
+                       measured: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Adds to each dry_run_rows row its `gpu_hours` and the `rate` they are at, one run at a
+    time on one GPU; returns the total and which device's rates were used.
+
+    A run takes a rate measured on the chosen device (training/rates.py: `--gpu NAME`, else
+    the device benchmarks/gpu_check.sh last measured here, else the shipped NVIDIA H200
+    figures) at its depth, compute dtype and batch, or interpolated in depth; a run without
+    one (another dtype, batch or dataset, or a device with no rates) is estimated from its
+    FLOPs at the assumed ASSUMED_TFLOPS.
+    """
+    from resdepth.training import rates
+
+    measured = rates.load_measured() if measured is None else measured
+    device, device_rows = rates.choose_device(gpu, measured)
+    total = 0.0
+    for row in rows:
+        rate = None
+        if device and base.data.dataset in RATED_DATASETS:
+            rate = rates.rate_for(device_rows, row["depth"], base.model.compute_dtype,
+                                  base.optim.batch_size)
+        if rate is not None:
+            row["gpu_hours"] = rates.hours_at(rate, base.optim.total_steps, base.optim.batch_size)
+            row["rate"] = rate.to_json()
+        else:
+            row["gpu_hours"] = gpu_hours_at(row["train_pflop"])
+            row["rate"] = {"how": "assumed", "tflops": ASSUMED_TFLOPS,
+                           "detail": f"assumed {ASSUMED_TFLOPS:.0f} TFLOP/s sustained, not measured"}
+        total += row["gpu_hours"]
+    return {"device": device, "gpu": gpu, "estimated_gpu_hours": total}
 
 
 def _saved_status(run_dir: Path) -> str | None:

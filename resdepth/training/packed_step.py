@@ -1,0 +1,108 @@
+"""The compiled SGD iterations of a channel-packed net (the "wide" and "grouped" formulations).
+
+S runs of one shape train as one net (models/packed.py) on a `packing.ChannelPackedState`.
+Each run keeps everything it has alone: its batch (its own indices, data order and
+augmentation key), its learning rate (its own warm-up state), its loss, errors and interval
+sums. Row i of the packed batch holds image i of every run's batch, run s's in channel block s;
+the objective is the sum of the runs' mean losses, whose gradient for run s's parameters is the
+gradient of run s's own loss. The update is elementwise, with each run's learning rate on its
+blocks of every leaf, so it is the update each run makes alone.
+
+A run whose loss, parameters or BatchNorm statistics are non-finite in an iteration has a NaN
+added to its loss sum, so the loop sees it diverge at the iteration it would alone, even where
+the wide layout's guard (models/packed.py `isolate_runs`) has kept its inf or NaN activations
+from reaching its own loss; the other runs go on unaffected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from resdepth.config import ExperimentConfig
+from resdepth.data.augment import normalize, random_crop_flip
+from resdepth.models.packed import per_run_any
+from resdepth.training.mesh import batch_sharded
+from resdepth.training.step import DeviceDataset, learning_rate, make_optimizer, make_train_step
+
+
+def per_run(values: jax.Array, width: int) -> jax.Array:
+    """(S,) per-run values -> (width,): each run's value over its block of a last axis."""
+    return jnp.repeat(values, width // values.shape[0])
+
+
+def make_channel_packed_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh, runs: int
+                             ) -> Callable[[Any, DeviceDataset, jax.Array], Any]:
+    """Jitted (ChannelPackedState, data, indices) -> ChannelPackedState, donated.
+
+    `graphdef` is the packed net's (models/packed.py packed_graphdef); indices int32 (S, B) for
+    one iteration or (S, k, B) for k, sharded over `data` on the batch axis.
+    """
+    optimizer = make_optimizer(config)
+    augment = config.data.augment
+    pad, flip = config.data.pad_pixels, config.data.random_flip
+
+    def step(state, data: DeviceDataset, indices: jax.Array):
+        images, labels = [], []
+        for run in range(runs):
+            batch = normalize(data.train_images[indices[run]], data.mean_image)
+            if augment:
+                key = jax.random.fold_in(jax.random.wrap_key_data(state.rng[run]), state.step[run])
+                batch = random_crop_flip(key, batch, pad, flip)[0]
+            images.append(batch)
+            labels.append(data.train_labels[indices[run]])
+        images = jax.lax.with_sharding_constraint(jnp.concatenate(images, axis=-1),
+                                                  batch_sharded(mesh))
+        labels = jnp.stack(labels, axis=1)  # (B, S)
+        model = nnx.merge(graphdef, state.params, state.batch_stats)
+
+        def loss_fn(model):
+            logits = model(images, train=True)  # (B, S, classes)
+            losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)  # (B, S)
+            return jnp.sum(jnp.mean(losses, axis=0)), (losses, logits)
+
+        grad_fn = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True)
+        (_, (losses, logits)), grads = grad_fn(model)
+        rate = learning_rate(config, state.step, state.warmup_active, state.lr_scale)  # (S,)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = jax.tree.map(lambda p, u: p - per_run(rate, p.shape[-1]) * u,
+                              state.params, updates)
+        batch_stats = nnx.state(model, nnx.BatchStat)
+        loss_sums = jnp.sum(losses, axis=0)
+        not_finite = lambda x: ~jnp.isfinite(x)  # noqa: E731
+        broken = (not_finite(loss_sums) | per_run_any(state.params, runs, not_finite)
+                  | per_run_any(batch_stats, runs, not_finite))
+        errors = jnp.sum(jnp.argmax(logits, axis=-1) != labels, axis=0).astype(jnp.float32)
+        return dataclasses.replace(
+            state, params=params, batch_stats=batch_stats, opt_state=opt_state,
+            step=state.step + 1,
+            loss_sum=state.loss_sum + jnp.where(broken, jnp.float32(jnp.nan), loss_sums),
+            error_sum=state.error_sum + errors,
+            examples_seen=state.examples_seen + labels.shape[0],
+        )
+
+    def steps(state, data: DeviceDataset, indices: jax.Array):
+        # A scan over the call's iterations, one included, as step.make_train_step.
+        if indices.ndim == 2:
+            indices = indices[:, None]
+        body = lambda carry, batch: (step(carry, data, batch), None)  # noqa: E731
+        return jax.lax.scan(body, state, jnp.swapaxes(indices, 0, 1))[0]
+
+    return jax.jit(steps, donate_argnums=0)
+
+
+def make_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh, formulation: str | None = None,
+              graphdefs: list[Any] | None = None, runs: int = 1
+              ) -> Callable[[Any, DeviceDataset, jax.Array], Any]:
+    """The jitted train step of one run (`formulation` None) or of a pack of `runs` laid out
+    by `formulation` (training/packing.py): `graphdef` is the run's net, or a wide or grouped
+    pack's packed net; `graphdefs` the runs' own nets (a tuple pack's)."""
+    if formulation in ("wide", "grouped"):
+        return make_channel_packed_step(config, graphdef, mesh, runs)
+    return make_train_step(config, graphdef, mesh, formulation=formulation, graphdefs=graphdefs)
