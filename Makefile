@@ -38,7 +38,7 @@ install-gpu: install
 info: install
 	$(BIN)/resdepth info
 
-# The offline quick study: plain/residual 20 and 56 on the embedded digits (3 min 53 s on 2 idle cores, measured 2026-11-28).
+# The offline quick study: plain/residual 20 and 56 on the embedded digits (3 min 17 s on 2 idle cores, measured 2026-12-01).
 demo: install
 	$(BIN)/resdepth sweep --experiment demo --out results
 	$(BIN)/resdepth analyze results/demo
