@@ -108,6 +108,19 @@ def build(depth: int, dtype: str, seeds: int, per_call: int, remat: bool = False
     return train, state, data, indices
 
 
+def timed_rounds(train, state, data, indices, calls: int, rounds: int, images_per_call: int):
+    """(the state after, images/s of each round): `rounds` rounds of `calls` calls each, the
+    clock read after the round's work is done (dispatch is asynchronous)."""
+    rates = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(calls):
+            state = train(state, data, indices)
+        jax.block_until_ready(state)
+        rates.append(images_per_call * calls / (time.perf_counter() - started))
+    return state, rates
+
+
 def calls_per_round(seconds_per_call: float, round_s: float, most: int = 1000) -> int:
     """Calls in a timed round of about `round_s` seconds (at least 1)."""
     if seconds_per_call <= 0:
@@ -130,13 +143,8 @@ def measure(depth: int, dtype: str, seeds: int, iterations: int | None, per_call
         calls = calls_per_round(time.perf_counter() - started, round_s)
     else:
         calls = max(1, iterations // per_call)
-    rates = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        for _ in range(calls):
-            state = train(state, data, indices)
-        jax.block_until_ready(state)
-        rates.append(seeds * BATCH * calls * per_call / (time.perf_counter() - started))
+    state, rates = timed_rounds(train, state, data, indices, calls, rounds,
+                                seeds * BATCH * per_call)
     result = Measurement(depth, dtype, seeds, statistics.median(rates), compile_s, _peak_bytes(),
                          rounds=rates, iterations=calls * per_call)
     del state, train

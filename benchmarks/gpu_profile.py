@@ -230,7 +230,7 @@ def profile_net(depth: int, dtype: str, iterations: int, per_call: int, rounds: 
                 round_s: float, out: Path, top: int) -> dict[str, Any]:
     import jax
 
-    from benchmarks.gpu_check import BATCH, build, calls_per_round
+    from benchmarks.gpu_check import BATCH, build, calls_per_round, timed_rounds
 
     train, state, data, indices = build(depth, dtype, 1, per_call)
     started = time.perf_counter()
@@ -239,13 +239,7 @@ def profile_net(depth: int, dtype: str, iterations: int, per_call: int, rounds: 
     started = time.perf_counter()
     state = jax.block_until_ready(train(state, data, indices))
     calls = calls_per_round(time.perf_counter() - started, round_s)
-    rates = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        for _ in range(calls):
-            state = train(state, data, indices)
-        jax.block_until_ready(state)
-        rates.append(BATCH * calls * per_call / (time.perf_counter() - started))
+    state, rates = timed_rounds(train, state, data, indices, calls, rounds, BATCH * per_call)
     images_per_s = statistics.median(rates)
     traced_calls = max(1, iterations // per_call)
     with tempfile.TemporaryDirectory() as log_dir:
