@@ -193,3 +193,11 @@ def test_a_run_killed_after_a_resume_is_stopped_at_its_last_logged_iteration(tmp
     assert row["status"] == "stopped" and row["steps_done"] == 60
     assert (row["train_error"], row["test_error"]) == (0.9 - 60 / 100, 0.4)
     assert "iteration 60" in row["message"] and "iteration 1;" not in row["message"]
+
+
+def test_train_on_a_run_whose_config_json_is_not_utf8_never_shows_a_traceback(recorded_runs, tmp_path):
+    run = tmp_path / "out" / "digits" / DAMAGED_RUN
+    shutil.copytree(recorded_runs / DAMAGED_RUN, run)
+    (run / "config.json").write_bytes(non_utf8((run / "config.json").read_bytes()))
+    result = invoke("train", "--dataset", "digits", "--depth", "8", "--out", str(tmp_path / "out"))
+    assert "already completed" in result.stdout  # its summary.json is sound

@@ -102,10 +102,11 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def read_json(path: Path) -> Any:
-    """The file's JSON, or None when it is missing or unreadable."""
+    """The file's JSON, or None when it is missing or unreadable (not UTF-8 and not JSON
+    included: both are ValueErrors). Quiet: rundir/record.py's readers say what is damaged."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (OSError, ValueError):
         return None
 
 
@@ -115,10 +116,10 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().splitlines():
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
+            row = json.loads(line.decode("utf-8"))
+        except ValueError:  # not JSON, or not UTF-8 text
             continue
         if isinstance(row, dict) and isinstance(row.get("step"), int):  # a row, not debris
             rows.append(row)

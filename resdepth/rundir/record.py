@@ -27,7 +27,7 @@ from typing import Any
 
 from resdepth.rundir import identity
 from resdepth.rundir.files import (CONFIG_FILE, METRICS_FILE, RESPONSES_FILE, SUMMARY_FILE,
-                                   write_json)
+                                   read_json, write_json)
 from resdepth.rundir.lock import LOCK_FILE, holder
 
 TENCROP_FILE = "tencrop.json"
@@ -231,7 +231,7 @@ def find_run_dirs(folder: Path) -> list[Path]:
 def completed_summary(run_dir: Path) -> Summary | None:
     """The summary of a finished run (one a rerun leaves untouched), or None; quiet, and never
     raises on a damaged file (a run whose summary cannot be read is not finished)."""
-    data = _load_json(Path(run_dir) / SUMMARY_FILE)
+    data = read_json(Path(run_dir) / SUMMARY_FILE)
     if isinstance(data, dict) and data.get("status") == COMPLETED and not _bad_fields(data, SUMMARY_FIELDS):
         return Summary.from_json(data)
     return None
@@ -365,14 +365,6 @@ def _damaged(path: Path, problem: str, damage: list[str] | None) -> None:
     log.warning("%s: %s", path, problem)
     if damage is not None:
         damage.append(f"{Path(path).name}: {problem}")
-
-
-def _load_json(path: Path) -> Any:
-    """The file's JSON, or None for a missing or unreadable one (no warning)."""
-    try:
-        return json.loads(Path(path).read_bytes().decode("utf-8"))
-    except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        return None
 
 
 def read_object(path: Path, damage: list[str] | None = None) -> dict[str, Any] | None:
