@@ -90,6 +90,7 @@ bench: install
 bench-gpu: install
 	@$(BIN)/python -c "import jax, sys; jax.default_backend() == 'gpu' or sys.exit('bench-gpu needs a GPU and a CUDA build of jax: make install-gpu')"
 	PYTHON=$(BIN)/python benchmarks/gpu_check.sh
+	PYTHON=$(BIN)/python benchmarks/gpu_check.sh --variants
 	$(BIN)/python -m benchmarks.compile_time
 
 bench-input: install

@@ -16,7 +16,7 @@ import sys
 import jax
 
 from resdepth.errors import InvalidChoice
-from resdepth.models.architectures import cifar_blocks_per_stage
+from resdepth.dataset_facts import cifar_blocks_per_stage
 
 from benchmarks.train_setup import (check_depths_and_batch, cifar_config, compile_and_run_once,
                                     disable_persistent_cache, machine_lines, prepare)

@@ -9,21 +9,29 @@ compile time; the peak device memory of ResNet-1202 with and without `model.rema
 wall time of the Table 6 grid (experiments/table6.toml: 15 runs of 64k iterations, ResNet-110
 with 5 seeds) projected from those rates, for each dtype, table6's own marked.
 
+Each cell's images/s is printed the moment it is measured, and `--json PATH` is rewritten
+after every cell (every measurement, then the projection: benchmarks/peer_compare.py and
+benchmarks/xla_variants.py read it), so a run stopped at its time cap keeps what it measured.
+`--order dtype` measures every depth in the first dtype before the second (default: every
+dtype of a depth before the next depth). `--unrolled-stages` traces the stages without their
+scans (benchmarks/unrolled_stages.py; XLA_FLAGS and this are what xla_variants.py varies).
+
 On a GPU or TPU the rates of the runs alone are recorded for `resdepth sweep --dry-run`
-(resdepth/training/rates.py: <resdepth's cache folder>/rates.json; --no-record leaves it);
-`--json PATH` writes every measurement and projection for benchmarks/peer_compare.py.
+(resdepth/training/rates.py: <resdepth's cache folder>/rates.json; --no-record leaves it).
 
 Imports neither TensorFlow nor TFDS (the GPU images this runs on have neither): only resdepth's
 model, config and step modules. `benchmarks/gpu_check.sh` runs it from a checkout.
-    JAX_PLATFORMS=cpu benchmarks/gpu_check.sh --depths 20,56 --steps 2 --seeds 2   # smoke test
+    JAX_PLATFORMS=cpu benchmarks/gpu_check.sh --smoke     # smoke test: ResNet-8/14, 1 iteration
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import dataclasses
 import datetime
+import os
 import gc
 import json
 import math
@@ -37,10 +45,14 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from resdepth.training import step as steps
 from resdepth.training.mesh import DATA_AXIS, make_mesh, replicated
-from resdepth.training.packing import pack_states
+from resdepth.training.packing import layout as pack_layout
+from resdepth.training.packing.states import pack_states
+from resdepth.training.packing.steps import make_step
 from resdepth.config import load_config, parse_override
 from resdepth.models.network import ModelSpec, build_model
 from resdepth.training.sweep import expand_grid
+
+from benchmarks.unrolled_stages import unrolled_stages
 
 BATCH = 128
 
@@ -97,10 +109,11 @@ def build(depth: int, dtype: str, seeds: int, per_call: int, remat: bool = False
         spec = ModelSpec("cifar", depth, True, "A", 10, dtype, remat, config.model.bn_group_size)
         graphdef, state = steps.init_state(config, build_model(spec, seed), mesh)
         states.append(state)
-    stacked = steps.stacks_seeds(jax.default_backend())
-    state = pack_states(states, mesh, stacked) if seeds > 1 else states[0]
+    layout = pack_layout("auto", jax.default_backend())
+    state = pack_states(states, mesh, layout) if seeds > 1 else states[0]
     del states
-    train = steps.make_train_step(config, graphdef, mesh, packed=seeds > 1, stacked=stacked)
+    train = (make_step(config, mesh, layout, [graphdef] * seeds) if seeds > 1
+             else steps.make_train_step(config, graphdef, mesh))
     one_call = rng.integers(0, 4 * BATCH, (per_call, BATCH)).astype(np.int32)
     indices = np.stack([one_call] * seeds) if seeds > 1 else one_call
     sharding = NamedSharding(mesh, PartitionSpec(*[None] * (indices.ndim - 1), DATA_AXIS))
@@ -129,10 +142,18 @@ def calls_per_round(seconds_per_call: float, round_s: float, most: int = 1000) -
 
 
 def measure(depth: int, dtype: str, seeds: int, iterations: int | None, per_call: int,
-            remat: bool = False, rounds: int = 1, round_s: float = 1.0) -> Measurement:
+            remat: bool = False, rounds: int = 1, round_s: float = 1.0,
+            unrolled: bool = False) -> Measurement:
     """Images/s of `seeds` packed seeds (1: alone): after one warm call (the compilation),
     `rounds` timed rounds of `iterations` iterations each, or where `iterations` is None of
-    enough calls to last about `round_s` seconds; the median round."""
+    enough calls to last about `round_s` seconds; the median round. `unrolled`: the stages
+    traced without their scans (compile_s then grows with depth)."""
+    with unrolled_stages() if unrolled else contextlib.nullcontext():
+        return _measure(depth, dtype, seeds, iterations, per_call, remat, rounds, round_s)
+
+
+def _measure(depth: int, dtype: str, seeds: int, iterations: int | None, per_call: int,
+             remat: bool, rounds: int, round_s: float) -> Measurement:
     train, state, data, indices = build(depth, dtype, seeds, per_call, remat)
     started = time.perf_counter()
     state = jax.block_until_ready(train(state, data, indices))  # compiles
@@ -202,6 +223,26 @@ def projection_lines(results: list[Measurement], dtypes: list[str], packed_seeds
     return lines, data
 
 
+def cell_order(depths: list[int], dtypes: list[str], packed_dtypes: set[str], seeds: int,
+               order: str = "depth") -> list[tuple[int, str, int]]:
+    """(depth, dtype, seeds) in measuring order, so that a spent budget drops the last:
+    order "depth", each depth in every dtype before the next depth; "dtype", every depth in
+    the first dtype before the next dtype. A packed cell follows its run alone."""
+    pairs = ([(depth, dtype) for depth in depths for dtype in dtypes] if order == "depth"
+             else [(depth, dtype) for dtype in dtypes for depth in depths])
+    return [(depth, dtype, count) for depth, dtype in pairs
+            for count in ((1, seeds) if dtype in packed_dtypes else (1,))]
+
+
+def cell_line(m: Measurement) -> str:
+    """One measured cell, printed the moment it is measured."""
+    if m.images_per_s is None:
+        return f"  ResNet-{m.depth} {m.dtype} x{m.seeds}: {m.note}"
+    spread = f" (rounds {min(m.rounds):,.0f}-{max(m.rounds):,.0f})" if len(m.rounds) > 1 else ""
+    return (f"  ResNet-{m.depth} {m.dtype} x{m.seeds}: {m.images_per_s:,.0f} images/s{spread}, "
+            f"compile {m.compile_s:.1f} s")
+
+
 def recorded_rows(results: list[Measurement], device_kind: str) -> list[dict]:
     """The runs measured alone, as rows of resdepth/training/rates.py's file."""
     today = datetime.date.today().isoformat()
@@ -231,16 +272,31 @@ def main() -> None:
     parser.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON")
     parser.add_argument("--record", action=argparse.BooleanOptionalAction, default=None,
                         help="record the rates for `resdepth sweep --dry-run` (default: on a GPU or TPU)")
+    parser.add_argument("--order", choices=("depth", "dtype"), default="depth",
+                        help="depth: every dtype of a depth before the next depth; dtype: every "
+                             "depth in the first dtype before the next dtype")
+    parser.add_argument("--unrolled-stages", action="store_true",
+                        help="trace the stages without their scans (no while loops; compile time "
+                             "grows with depth)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="CPU smoke test: ResNet-8 and 14, tf32, 2 packed seeds, one iteration")
     args = parser.parse_args()
+    if args.smoke:
+        args.depths, args.dtypes, args.seeds, args.steps, args.steps_per_call = "8,14", "tf32", 2, 1, 1
+        args.rounds, args.memory, args.budget_s = 1, False, 3600
     depths = [int(d) for d in args.depths.split(",")]
     dtypes = args.dtypes.split(",")
     packed_dtypes = set(args.packed_dtypes.split(",")) if args.seeds > 1 else set()
     per_call = max(1, min(args.steps_per_call, args.steps or args.steps_per_call))
     device = jax.devices()[0]
-    timing = (f"{args.steps} timed iterations" if args.steps else f"rounds of ~{args.round_s:g} s")
+    timing = (f"rounds of {args.steps} timed iterations" if args.steps
+              else f"rounds of ~{args.round_s:g} s")
+    xla_flags = os.environ.get("XLA_FLAGS", "")
     print(f"device: {len(jax.devices())} x {device.device_kind} ({jax.default_backend()}), "
           f"jax {jax.__version__}, batch {BATCH}, median of {args.rounds} {timing}, "
-          f"{per_call} iterations per call", flush=True)
+          f"{per_call} iterations per call"
+          + (", stages unrolled (no scan)" if args.unrolled_stages else "")
+          + (f"; XLA_FLAGS {xla_flags}" if xla_flags else ""), flush=True)
     started = time.perf_counter()
     memory: dict[bool, int | None] = {True: None, False: None}
     deepest = max(depths)
@@ -250,15 +306,41 @@ def main() -> None:
             measured = measure(deepest, TABLE6_DTYPE, 1, per_call, per_call, remat=remat)
             memory[remat] = measured.peak_bytes
     results: list[Measurement] = []
-    for depth in depths:
-        for dtype in dtypes:
-            for seeds in (1, args.seeds) if dtype in packed_dtypes else (1,):
-                if time.perf_counter() - started > args.budget_s:
-                    results.append(Measurement(depth, dtype, seeds, note="skipped (time budget)"))
-                    continue
-                results.append(measure(depth, dtype, seeds, args.steps, per_call,
-                                       rounds=args.rounds, round_s=args.round_s))
-                print(f"  measured ResNet-{depth} {dtype} x{seeds}", flush=True)
+
+    def write_json(projection: dict | None = None, lines: list[str] | None = None) -> None:
+        if not args.json:
+            return
+        document = {"device_kind": device.device_kind, "backend": jax.default_backend(),
+                    "devices": len(jax.devices()), "jax": jax.__version__, "batch": BATCH,
+                    "xla_flags": xla_flags, "unrolled_stages": args.unrolled_stages,
+                    "rounds": args.rounds, "round_s": args.round_s, "steps": args.steps,
+                    "steps_per_call": per_call,
+                    "table6_compute_dtype": TABLE6_DTYPE, "table6_runs": TABLE6_RUNS,
+                    "measurements": [dataclasses.asdict(m) for m in results],
+                    "peak_bytes": {"remat": memory[True], "no_remat": memory[False]},
+                    "projection": projection, "projection_lines": lines,
+                    "finished": projection is not None}
+        partial = f"{args.json}.partial"
+        with open(partial, "w") as file:
+            json.dump(document, file, indent=1)
+        os.replace(partial, args.json)  # a reader never sees half a file
+
+    for depth, dtype, seeds in cell_order(depths, dtypes, packed_dtypes, args.seeds, args.order):
+        if time.perf_counter() - started > args.budget_s:
+            measured = Measurement(depth, dtype, seeds, note="skipped (time budget)")
+        else:
+            try:
+                measured = measure(depth, dtype, seeds, args.steps, per_call, rounds=args.rounds,
+                                   round_s=args.round_s, unrolled=args.unrolled_stages)
+            except Exception as error:  # out of memory, an XLA flag that breaks a compile: noted
+                message = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
+                measured = Measurement(depth, dtype, seeds,
+                                       note=f"failed: {type(error).__name__}: {message}")
+                gc.collect()
+                jax.clear_caches()
+        results.append(measured)
+        print(cell_line(measured), flush=True)
+        write_json()
 
     print(f"\n{'net':<12}{'dtype':<10}{'seeds':>6}{'images/s':>12}{'per seed':>10}{'compile s':>11}  note")
     for m in results:
@@ -286,14 +368,7 @@ def main() -> None:
             print(f"rates recorded in {path} for `resdepth sweep --dry-run`")
         except OSError as error:
             print(f"rates not recorded: {error}")
-    if args.json:
-        with open(args.json, "w") as file:
-            json.dump({"device_kind": device.device_kind, "backend": jax.default_backend(),
-                       "devices": len(jax.devices()), "jax": jax.__version__, "batch": BATCH,
-                       "table6_compute_dtype": TABLE6_DTYPE, "table6_runs": TABLE6_RUNS,
-                       "measurements": [dataclasses.asdict(m) for m in results],
-                       "peak_bytes": {"remat": memory[True], "no_remat": memory[False]},
-                       "projection": projection, "projection_lines": lines}, file, indent=1)
+    write_json(projection, lines)
     print(f"total {time.perf_counter() - started:.0f} s")
 
 

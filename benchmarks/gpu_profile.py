@@ -9,15 +9,27 @@ The Perfetto JSON trace is reduced here, with the standard library (`reduce_trac
     HLO op of the first call (on a GPU the CUDA kernels of the device's stream lines; on CPU the
     XLA:CPU thunks, which carry `hlo_op`, less the while/call/conditional thunks that contain
     others);
-  - the time by coarse kind (convolution kernels, fusions, copies and transposes, other), by
-    kernel name (a heuristic: names, not counters);
+  - the time by coarse kind (convolution kernels, matrix products, copies and transposes,
+    fusions, other), by kernel name, else by its HLO op (a heuristic: names, not counters;
+    XLA's `convert` fusions are fusions, not convolutions);
   - the fraction of the traced span in which at least one kernel ran ("busy"), and kernel time
     and launches per iteration against the untraced wall time per iteration;
   - XLA's cost analysis of one iteration (`lower(...).compile().cost_analysis()`: FLOPs and
     bytes accessed) as achieved TFLOP/s and GB/s at the untraced rate. XLA counts a while loop's
     body once, whatever its trip count, and every stage is a scan, so the cost is taken from a
-    copy of the step with the stages unrolled (`nnx.scan(..., unroll=True)`) and one iteration
+    copy of the step with the stages unrolled (benchmarks/unrolled_stages.py) and one iteration
     per call: the same arithmetic; its bytes are XLA's estimate for the unrolled program.
+Every net is profiled, its table printed and `profile.json` written, before any cost analysis
+(compiling an unrolled ResNet-110 takes tens of seconds on XLA:GPU); the cost analyses follow,
+deepest last, none started after `--budget-s`, each adding its line and rewriting the JSON.
+
+While traced, XLA:GPU runs its command buffers (CUDA graphs) as single kernels unless
+`--xla_enable_command_buffers_during_profiling=true` (jaxlib 0.11.2 and 0.12 know it): without
+it the trace would show another execution than the untraced rate's. `--trace-command-buffers
+on` (the default) sets it, where the jaxlib accepts it (resdepth/runtime/xla_flags.py asks a
+child process first: XLA aborts on a flag it does not know); every table and profile.json say
+which mode was traced.
+
 The gzipped trace of each net is kept in `--out` (default $OUT, else a temporary folder) as
 `profile-resnet<depth>-<dtype>.json.gz` (open it in ui.perfetto.dev), the tables as
 `profile.json`. Needs only jax, flax and optax (no TensorFlow).
@@ -29,7 +41,6 @@ The gzipped trace of each net is kept in `--out` (default $OUT, else a temporary
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gzip
 import json
 import os
@@ -39,19 +50,25 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 # Lines xprof derives from the kernels (they would count each kernel twice), by name.
 DERIVED_LINES = {"Steps", "XLA Modules", "XLA Ops", "Async XLA Ops", "TensorFlow Ops",
                  "TensorFlow Name Scope", "Launch Stats", "Source code", "XLA TraceMe"}
 # XLA:CPU thunks that run other thunks inside them (their time is their contents').
 CONTAINERS = re.compile(r"^(while|call|conditional)(\.\d+)?$")
-KINDS = (  # (kind, pattern on the kernel name or its HLO op), first match wins
-    ("convolution", re.compile(r"conv|xmma|cudnn|implicit_gemm|wgrad|dgrad|fprop|cutlass|gemm|sm\d\d_",
-                               re.I)),
-    ("copy/transpose", re.compile(r"copy|transpose|memcpy|memset|dynamic-update-slice|dynamic_update_slice", re.I)),
+KINDS = (  # (kind, pattern on the kernel name, else on its HLO op), first match wins
+    # copies, transposes and cuDNN's layout changes (`nchwToNhwcKernel`) before all else
+    ("copy/transpose", re.compile(r"copy|transpose|memcpy|memset|dynamic-update-slice|"
+                                  r"dynamic_update_slice|nchwToNhwc|nhwcToNchw", re.I)),
+    # cuDNN's convolution kernels (`sm90_xmma_fprop_implicit_gemm_...`, `..._dgrad_...`,
+    # `..._wgrad_...`, `cudnn::...`), XLA's `convolution`/`cudnn-conv` ops; not `convert`.
+    ("convolution", re.compile(r"conv(?!ert)|implicit_gemm|fprop|dgrad|wgrad|cudnn", re.I)),
+    ("matrix product", re.compile(r"gemm|cublas|cutlass|matmul|\bdot", re.I)),
     ("fusion", re.compile(r"fusion|reduce|loop_|input_|triton", re.I)),
 )
+# What keeps XLA:GPU's command buffers (CUDA graphs) running while a profiler is attached.
+PROFILE_COMMAND_BUFFERS = "--xla_enable_command_buffers_during_profiling=true"
 
 
 # --------------------------------------------------------------- the trace, standard library only
@@ -117,9 +134,11 @@ def busy_time(events: list[dict[str, Any]]) -> tuple[float, float]:
 
 
 def kind_of(name: str, hlo_op: str = "") -> str:
-    for kind, pattern in KINDS:
-        if pattern.search(name) or (hlo_op and pattern.search(hlo_op)):
-            return kind
+    """The coarse kind of a kernel: by what its name says, else by its HLO op's name."""
+    for text in (name, hlo_op):
+        for kind, pattern in KINDS:
+            if text and pattern.search(text):
+                return kind
     return "other"
 
 
@@ -160,19 +179,15 @@ def format_profile(profile: dict[str, Any], width: int = 64) -> list[str]:
              f"{profile['iterations']} iterations traced, "
              + (f"{profile['images_per_s']:,.0f} images/s untraced ({wall_ms:.2f} ms per iteration)"
                 if wall_ms else "untraced rate not measured")]
+    if profile.get("command_buffers_traced"):
+        lines.append(f"  traced with XLA's command buffers {profile['command_buffers_traced']}")
     on = "device" if profile["where"] == "device" else "XLA:CPU threads"
     lines.append(f"  {on} busy {100 * profile['busy_fraction']:.0f}% of the traced span; per iteration "
                  f"{profile['busy_us_per_iteration'] / 1e3:.2f} ms busy, "
                  f"{profile['kernel_us_per_iteration'] / 1e3:.2f} ms of kernels in "
                  f"{profile['launches_per_iteration']:,.0f} launches"
                  + (f", against {wall_ms:.2f} ms wall" if wall_ms else ""))
-    if profile.get("flops_per_iteration"):
-        rate = profile.get("images_per_s") or 0
-        per_s = rate / 128 if rate else 0
-        lines.append(f"  XLA cost analysis per iteration: {profile['flops_per_iteration'] / 1e9:,.1f} GFLOP, "
-                     f"{profile['bytes_per_iteration'] / 1e9:,.2f} GB accessed -> "
-                     f"{profile['flops_per_iteration'] * per_s / 1e12:,.2f} TFLOP/s, "
-                     f"{profile['bytes_per_iteration'] * per_s / 1e9:,.0f} GB/s achieved")
+    lines += cost_lines(profile)
     if profile.get("note"):
         lines.append(f"  NOTE: {profile['note']}")
     if profile.get("kinds"):
@@ -186,34 +201,46 @@ def format_profile(profile: dict[str, Any], width: int = 64) -> list[str]:
     return lines
 
 
+def cost_lines(profile: dict[str, Any]) -> list[str]:
+    """The cost analysis's line of one net's table (none before it ran): XLA's FLOPs and bytes
+    of one iteration and what they come to at the untraced rate."""
+    if profile.get("flops_per_iteration"):
+        per_s = (profile.get("images_per_s") or 0) / profile.get("batch", 128)
+        return [f"  XLA cost analysis per iteration: {profile['flops_per_iteration'] / 1e9:,.1f} GFLOP, "
+                f"{(profile.get('bytes_per_iteration') or 0) / 1e9:,.2f} GB accessed -> "
+                f"{profile['flops_per_iteration'] * per_s / 1e12:,.2f} TFLOP/s, "
+                f"{(profile.get('bytes_per_iteration') or 0) * per_s / 1e9:,.0f} GB/s achieved"]
+    if profile.get("cost_note"):
+        return [f"  XLA cost analysis: {profile['cost_note']}"]
+    return []
+
+
+def command_buffer_mode(wanted: str, flags: str) -> tuple[str, str | None]:
+    """(how the trace will run XLA's command buffers, in words; the flag to add to XLA_FLAGS, or
+    None) for `--trace-command-buffers` `wanted` ("on"/"off") under the XLA_FLAGS `flags`."""
+    if re.search(r"--xla_gpu_enable_command_buffer=(?=\s|$)", flags):
+        return "off (XLA_FLAGS turns them off)", None
+    if wanted == "off":
+        return ("off (XLA's default while profiling: each kernel launched alone, unlike the "
+                "untraced rate)"), None
+    if "xla_enable_command_buffers_during_profiling" in flags:
+        return f"as XLA_FLAGS sets them ({flags})", None
+    from resdepth.runtime.xla_flags import probe_xla_flags
+
+    complaint, _ = probe_xla_flags([PROFILE_COMMAND_BUFFERS])[0]
+    if complaint:
+        return (f"off: this jaxlib refuses {PROFILE_COMMAND_BUFFERS} ({complaint}), so each "
+                "kernel ran alone, unlike the untraced rate"), None
+    return f"on, as untraced ({PROFILE_COMMAND_BUFFERS})", PROFILE_COMMAND_BUFFERS
+
+
 # ----------------------------------------------------------------------------------- JAX from here
-@contextlib.contextmanager
-def unrolled_stages() -> Iterator[None]:
-    """Models traced inside scan their stages with unroll=True (for XLA's cost analysis)."""
-    from flax import nnx
-
-    import resdepth.models.network as network
-
-    class Unrolled:
-        def __getattr__(self, name):
-            return getattr(nnx, name)
-
-        @staticmethod
-        def scan(*args, **kwargs):
-            return nnx.scan(*args, **{**kwargs, "unroll": True})
-
-    network.nnx = Unrolled()
-    try:
-        yield
-    finally:
-        network.nnx = nnx
-
-
 def cost_per_iteration(depth: int, dtype: str) -> tuple[float | None, float | None]:
     """(FLOPs, bytes accessed) of one iteration by XLA's cost analysis of the unrolled step."""
     import jax
 
     from benchmarks.gpu_check import build
+    from benchmarks.unrolled_stages import unrolled_stages
 
     train, state, data, indices = build(depth, dtype, 1, 1)
     with unrolled_stages():
@@ -263,11 +290,9 @@ def profile_net(depth: int, dtype: str, iterations: int, per_call: int, rounds: 
     if jax.default_backend() != "cpu" and (profile["where"] != "device" or not profile["launches"]):
         profile["note"] = ("no device kernels in the trace (is CUPTI available?): the rows are "
                            "host events")
-    flops, bytes_accessed = cost_per_iteration(depth, dtype)
-    profile.update(depth=depth, dtype=dtype, device=jax.devices()[0].device_kind,
+    profile.update(depth=depth, dtype=dtype, device=jax.devices()[0].device_kind, batch=BATCH,
                    images_per_s=images_per_s, rounds=rates, compile_s=compile_s,
                    wall_ms_per_iteration=1e3 * BATCH / images_per_s,
-                   flops_per_iteration=flops, bytes_per_iteration=bytes_accessed,
                    trace_file=str(kept), trace_bytes=kept.stat().st_size)
     return profile
 
@@ -283,22 +308,60 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=12, help="kernels listed per net")
     parser.add_argument("--out", default=os.environ.get("OUT") or None,
                         help="folder for the traces and profile.json (default $OUT, else a temporary one)")
+    parser.add_argument("--trace-command-buffers", choices=("on", "off"), default="on",
+                        help="on: XLA's command buffers (CUDA graphs) run while traced, as untraced "
+                             f"({PROFILE_COMMAND_BUFFERS}); off: XLA's default while profiling")
+    parser.add_argument("--cost-analysis", action=argparse.BooleanOptionalAction, default=True,
+                        help="XLA's cost analysis of each net, after all the profiles")
+    parser.add_argument("--budget-s", type=float, default=60,
+                        help="start no cost analysis after this many seconds")
+    parser.add_argument("--cost-max-depth", type=int, default=None,
+                        help="no cost analysis of deeper nets (an unrolled ResNet-110 takes tens of "
+                             "seconds to compile on XLA:GPU)")
     args = parser.parse_args()
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="resdepth-profile-"))
     out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    # Before JAX starts: XLA reads XLA_FLAGS once, when its first backend starts.
+    mode, flag = command_buffer_mode(args.trace_command_buffers, os.environ.get("XLA_FLAGS", ""))
+    if flag:
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
     import jax
 
+    if jax.default_backend() == "cpu":
+        mode = "n/a (XLA:CPU has none)"
     print(f"profile: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}; "
-          f"traces in {out}", flush=True)
+          f"traced with XLA's command buffers {mode}; traces in {out}", flush=True)
     per_call = max(1, min(args.steps_per_call, args.iterations))
     profiles = []
+
+    def write_json() -> None:
+        (out / "profile.json.partial").write_text(json.dumps(profiles, indent=1))
+        os.replace(out / "profile.json.partial", out / "profile.json")
+
     for depth in (int(d) for d in args.depths.split(",")):
         for dtype in args.dtypes.split(","):
             profile = profile_net(depth, dtype, args.iterations, per_call, args.rounds,
                                   args.round_s, out, args.top)
+            profile.update(command_buffers_traced=mode,
+                           xla_flags=os.environ.get("XLA_FLAGS", ""))
             profiles.append(profile)
             print("\n".join(format_profile(profile)), flush=True)
-    (out / "profile.json").write_text(json.dumps(profiles, indent=1))
+            write_json()
+    for profile in sorted(profiles, key=lambda p: p["depth"]) if args.cost_analysis else []:
+        name = f"ResNet-{profile['depth']} {profile['dtype']}"
+        if args.cost_max_depth is not None and profile["depth"] > args.cost_max_depth:
+            profile["cost_note"] = f"not run (deeper than --cost-max-depth {args.cost_max_depth})"
+        elif time.perf_counter() - started > args.budget_s:
+            profile["cost_note"] = f"not run (--budget-s {args.budget_s:g} spent)"
+        else:
+            begun = time.perf_counter()
+            flops, bytes_accessed = cost_per_iteration(profile["depth"], profile["dtype"])
+            profile.update(flops_per_iteration=flops, bytes_per_iteration=bytes_accessed,
+                           cost_compile_s=time.perf_counter() - begun)
+        print("\n".join([f"{name}:"] + cost_lines(profile)), flush=True)
+        write_json()
+    print(f"gpu_profile: {time.perf_counter() - started:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,22 +2,23 @@
 
 For ResNet-20, 56 and 110 at batch 128 (CIFAR-sized random uint8 data held on the device, the
 real compiled train step with augmentation), S = 1, 2, 4, 5 and 8 runs trained together in
-each formulation of `sweep.pack_formulation` (resdepth/training/packing.py):
+each formulation of `sweep.pack_formulation` (resdepth/training/packing/):
 
   vmap      the S states stacked, the pure step `jax.vmap`ped (grouped convolutions inside)
   wide      one net with the runs' channels side by side, block-diagonal dense convolutions
   grouped   the same net with grouped convolutions over the runs' channel blocks
   tuple     S copies of the step in one program (on a GPU, S programs in sequence, fused)
   wide-unguarded   (only when asked for) wide without the guard that keeps a diverged run's
-            NaNs out of the others (models/packed.py `isolate_runs`): what the guard costs
+            NaNs out of the others (resdepth/training/packing/net.py `isolate_runs`): what the guard costs
 
 prints total and per-run images/s (S = 1 is the run alone: "S programs in sequence" make its
 images/s), and projects experiments/table6.toml's grid (15 runs of 64k iterations) with the
 fastest packing measured for each depth against one run at a time.
 
 The cells run most telling first (S = 1 and 5 of every formulation at every depth, then 8,
-then 2 and 4), each compiled and timed once, until `--budget-s` is spent; the rest are shown
-as skipped. Imports neither TensorFlow nor TFDS, nor orbax: only jax, flax, optax and
+then 2 and 4), each compiled once and timed in `--rounds` rounds of `--steps` iterations
+(images/s of the median round; 3 rounds of 60 by default), until `--budget-s` is spent; the
+rest are shown as skipped. Imports neither TensorFlow nor TFDS, nor orbax: only jax, flax, optax and
 resdepth's model, config and step modules, so it runs from a bare checkout:
     PYTHONPATH=. python3 -m benchmarks.pack_check                   # on a GPU, about 5 minutes
     JAX_PLATFORMS=cpu PYTHONPATH=. python3 -m benchmarks.pack_check --smoke   # CPU smoke test
@@ -30,6 +31,7 @@ import collections
 import dataclasses
 import gc
 import json
+import statistics
 import time
 
 import jax
@@ -38,11 +40,13 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from resdepth.config import load_config, parse_override
 from resdepth.models.network import ModelSpec, build_model
-from resdepth.models.packed import packed_graphdef
 from resdepth.training import step as steps
 from resdepth.training.mesh import DATA_AXIS, make_mesh, replicated
-from resdepth.training.packed_step import make_step
-from resdepth.training.packing import FORMULATIONS, mixes_architectures, pack_states
+from resdepth.choices import PACK_LAYOUTS as FORMULATIONS
+from resdepth.training.packing import mixes_architectures
+from resdepth.training.packing.net import packed_graphdef
+from resdepth.training.packing.states import pack_states
+from resdepth.training.packing.steps import make_step
 from resdepth.training.sweep import expand_grid
 
 ALONE = "alone"
@@ -56,9 +60,10 @@ class Cell:
     formulation: str  # "alone" (S = 1) or one of FORMULATIONS
     depth: int
     runs: int
-    images_per_s: float | None = None  # all runs together
+    images_per_s: float | None = None  # all runs together, the median round
     compile_s: float | None = None
     note: str = ""
+    rounds: list[float] = dataclasses.field(default_factory=list)  # images/s of each round
 
 
 def _config(depth: int, dtype: str, seed: int, batch: int):
@@ -88,10 +93,11 @@ def build(formulation: str, depth: int, runs: int, dtype: str, batch: int, per_c
     else:
         layout = "wide" if formulation == UNGUARDED else formulation
         state = pack_states(states, mesh, layout)
+        packed_net = None
         if layout in ("wide", "grouped"):
-            graphdef = packed_graphdef(spec, [True] * runs, layout,
-                                       isolate_runs=False if formulation == UNGUARDED else None)
-        train = make_step(config, graphdef, mesh, layout, runs=runs)
+            packed_net = packed_graphdef(spec, [True] * runs, layout,
+                                         isolate_runs=False if formulation == UNGUARDED else None)
+        train = make_step(config, mesh, layout, [graphdef] * runs, packed_net)
         indices = np.stack([rng.integers(0, 4 * batch, (per_call, batch)) for _ in range(runs)])
         indices = indices.astype(np.int32)
     del states
@@ -100,22 +106,26 @@ def build(formulation: str, depth: int, runs: int, dtype: str, batch: int, per_c
 
 
 def measure(formulation: str, depth: int, runs: int, dtype: str, batch: int, iterations: int,
-            per_call: int) -> Cell:
-    """Images/s of all runs together: one warm call (the compilation), then `iterations`."""
+            per_call: int, rounds: int = 3) -> Cell:
+    """Images/s of all runs together: one warm call (the compilation), then `rounds` rounds of
+    `iterations` iterations each, the clock read after each round's work is done; the median
+    round (one window would take a passing stall for the rate)."""
     train, state, data, indices = build(formulation, depth, runs, dtype, batch, per_call)
     started = time.perf_counter()
     state = jax.block_until_ready(train(state, data, indices))
     compile_s = time.perf_counter() - started
     calls = max(1, iterations // per_call)
-    started = time.perf_counter()
-    for _ in range(calls):
-        state = train(state, data, indices)
-    jax.block_until_ready(state)
-    rate = runs * batch * calls * per_call / (time.perf_counter() - started)
+    rates = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(calls):
+            state = train(state, data, indices)
+        jax.block_until_ready(state)
+        rates.append(runs * batch * calls * per_call / (time.perf_counter() - started))
     del state, train
     gc.collect()
     jax.clear_caches()
-    return Cell(formulation, depth, runs, rate, compile_s)
+    return Cell(formulation, depth, runs, statistics.median(rates), compile_s, rounds=rates)
 
 
 def cell_order(depths: list[int], sizes: list[int], formulations: list[str]) -> list[tuple[str, int, int]]:
@@ -218,13 +228,14 @@ def main() -> None:
     parser.add_argument("--dtype", default=load_config("cifar10").model.compute_dtype,
                         help="model.compute_dtype (default: the experiments')")
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20, help="timed iterations per cell")
+    parser.add_argument("--steps", type=int, default=60, help="timed iterations per round")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per cell; the median counts")
     parser.add_argument("--steps-per-call", type=int, default=10)
     parser.add_argument("--budget-s", type=float, default=270,
                         help="start no cell after this many seconds")
     parser.add_argument("--json", metavar="PATH", help="also write the cells and the projection")
     parser.add_argument("--smoke", action="store_true",
-                        help="CPU smoke test: ResNet-8 and 14 on batch 8, S = 1 and 2, 1 step")
+                        help="CPU smoke test: ResNet-8 and 14 on batch 8, S = 1 and 2, rounds of 1 step")
     args = parser.parse_args()
     if args.smoke:
         args.depths, args.runs, args.batch, args.steps, args.steps_per_call = "8,14", "1,2", 8, 1, 1
@@ -238,8 +249,9 @@ def main() -> None:
     per_call = max(1, min(args.steps_per_call, args.steps))
     device = jax.devices()[0]
     print(f"device: {len(jax.devices())} x {device.device_kind} ({jax.default_backend()}), "
-          f"jax {jax.__version__}, {args.dtype}, batch {args.batch} per run, {args.steps} timed "
-          f"iterations, {per_call} per call, budget {args.budget_s:.0f} s", flush=True)
+          f"jax {jax.__version__}, {args.dtype}, batch {args.batch} per run, median of "
+          f"{args.rounds} rounds of {args.steps} timed iterations, {per_call} per call, budget "
+          f"{args.budget_s:.0f} s", flush=True)
     started = time.perf_counter()
     cells: list[Cell] = []
     for formulation, depth, runs in cell_order(depths, sizes, formulations):
@@ -247,13 +259,16 @@ def main() -> None:
             cells.append(Cell(formulation, depth, runs, note="skipped (time budget)"))
             continue
         try:
-            cell = measure(formulation, depth, runs, args.dtype, args.batch, args.steps, per_call)
+            cell = measure(formulation, depth, runs, args.dtype, args.batch, args.steps, per_call,
+                           args.rounds)
         except Exception as error:  # an out-of-memory pack, say: noted, the others go on
             cell = Cell(formulation, depth, runs, note=f"failed: {type(error).__name__}: "
                                                          f"{str(error).splitlines()[0][:100]}")
         cells.append(cell)
         rate = "" if cell.images_per_s is None else f": {cell.images_per_s:,.0f} images/s"
-        print(f"  ResNet-{depth} {formulation} x{runs}{rate} {cell.note}".rstrip(), flush=True)
+        spread = (f" (rounds {min(cell.rounds):,.0f}-{max(cell.rounds):,.0f})"
+                  if len(cell.rounds) > 1 else "")
+        print(f"  ResNet-{depth} {formulation} x{runs}{rate}{spread} {cell.note}".rstrip(), flush=True)
 
     alone = {c.depth: c.images_per_s for c in cells if c.formulation == ALONE and c.images_per_s}
     print(f"\n{'net':<12}{'formulation':<12}{'S':>3}{'images/s':>12}{'per run':>10}"
@@ -289,6 +304,7 @@ def main() -> None:
             json.dump({"device": f"{len(jax.devices())} x {device.device_kind}",
                        "backend": jax.default_backend(), "jax": jax.__version__,
                        "dtype": args.dtype, "batch": args.batch, "steps": args.steps,
+                       "rounds": args.rounds,
                        "cells": [dataclasses.asdict(c) for c in cells],
                        "table6": {**plan, "per_depth": {str(d): v for d, v in plan["per_depth"].items()}}},
                       file, indent=1)

@@ -1,7 +1,8 @@
 """resdepth's train step against its PyTorch peer on the same device, minutes apart: one table.
 
 Runs, each as a subprocess so that each has the device to itself (JAX takes 75% of a GPU's
-memory when it starts):
+memory when it starts), its output streamed to this console as it comes (the device plan tees
+the console into $OUT), and stopped at its time cap:
   1. with --profile, benchmarks/gpu_profile.py (ResNet-20 and 110: top kernels, busy fraction,
      achieved TFLOP/s and GB/s);
   2. benchmarks/torch_peer.py under `--torch-python` (default this Python; on a CPU machine a
@@ -11,9 +12,10 @@ memory when it starts):
 Then one table: each depth and precision, resdepth's images/s, the best PyTorch images/s and the
 configuration that gave it, and the ratio (resdepth / PyTorch); the configurations that failed,
 one line each; and at the end the profile tables, the peer table and the projection again, so
-that the last lines of the output hold all three. Five files go to `--out` (default $OUT):
-logs.txt (each part's output), results.json (the PyTorch rows, gpu_check's results, the joined
-table), and gpu_profile.py's profile.json and its two traces.
+that the last lines of the output hold all three. Four files go to `--out` (default $OUT):
+results.json (the PyTorch rows, gpu_check's results, the joined table; rewritten after each
+part) and gpu_profile.py's profile.json and its two traces. `--check-json PATH` keeps
+gpu_check's own JSON there too (benchmarks/xla_variants.py takes it as its default variant).
 
 Both sides time alike: a warm-up (compilation, autotuning, graph capture), then rounds of about
 `--round-s` seconds, synchronized before each clock read, images/s of the median round.
@@ -29,14 +31,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.child_process import ROOT, run
 
 
 # ------------------------------------------------------------------------------ joining, pure
@@ -135,28 +136,19 @@ def read_jsonl(text: str) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------ the subprocesses
-def run(name: str, command: list[str], out: Path, timeout: float, env: dict[str, str]) -> tuple[str, int, float]:
-    """Runs `command`; its stdout and stderr are appended to out/logs.txt, stdout returned."""
-    print(f"--- {name}: {' '.join(command)} (at most {timeout:.0f} s)", flush=True)
-    started = time.perf_counter()
-    try:
-        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-        stdout, stderr, code = done.stdout, done.stderr, done.returncode
-    except subprocess.TimeoutExpired as expired:
-        stdout = expired.stdout.decode() if isinstance(expired.stdout, bytes) else expired.stdout or ""
-        stderr = (expired.stderr.decode() if isinstance(expired.stderr, bytes) else expired.stderr or "")
-        stderr += f"\n{name}: stopped after {timeout:.0f} s"
-        code = 124
-    seconds = time.perf_counter() - started
-    with open(out / "logs.txt", "a") as log:
-        log.write(f"=== {name}: {' '.join(command)}\n{stdout}"
-                  + (f"\n--- {name}: stderr\n{stderr}" if stderr else "") + "\n")
-    if code:
-        tail = "\n".join((stderr or stdout).strip().splitlines()[-6:])
-        print(f"{name}: exit code {code} after {seconds:.0f} s\n{tail}", flush=True)
-    else:
-        print(f"{name}: done in {seconds:.0f} s", flush=True)
-    return stdout, code, seconds
+def torch_line(line: str) -> str | None:
+    """A line of torch_peer.py --json as the console shows it: a row in words, else as it is."""
+    records = read_jsonl(line)
+    if not records:
+        return line
+    row = records[0]
+    if row.get("kind") == "row":
+        rate = f"{row['images_per_s']:,.0f} images/s" if row.get("images_per_s") else row.get("error")
+        return f"  PyTorch ResNet-{row['depth']} {row['precision']} {row['config']}: {rate}"
+    if row.get("kind") == "device":
+        return (f"  PyTorch {row.get('torch')} on {row.get('device')}, cuDNN {row.get('cudnn')}, "
+                f"Python {row.get('python')}")
+    return f"  {row.get('text', line)}"
 
 
 def main() -> None:
@@ -168,18 +160,27 @@ def main() -> None:
     parser.add_argument("--torch-python", default=sys.executable, help="the Python that has torch")
     parser.add_argument("--profile", action="store_true", help="run benchmarks/gpu_profile.py first")
     parser.add_argument("--profile-depths", default="20,110")
-    parser.add_argument("--torch-budget-s", type=float, default=200)
-    parser.add_argument("--resdepth-budget-s", type=float, default=150)
+    parser.add_argument("--profile-budget-s", type=float, default=60,
+                        help="gpu_profile.py starts no cost analysis after this")
+    parser.add_argument("--profile-cap-s", type=float, default=90, help="gpu_profile.py is stopped after this")
+    parser.add_argument("--torch-budget-s", type=float, default=200,
+                        help="torch_peer.py starts no row after this; stopped 30 s later")
+    parser.add_argument("--resdepth-budget-s", type=float, default=150,
+                        help="gpu_check.py starts no cell after this; stopped 30 s later")
+    parser.add_argument("--check-json", default=None,
+                        help="where gpu_check.py's own JSON goes (default: a temporary file)")
     parser.add_argument("--round-s", type=float, default=0.5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps-per-call", type=int, default=None,
                         help="resdepth's iterations per compiled call (default 10 on a GPU, 1 on CPU, "
                              "as `run.steps_per_call` trains)")
     parser.add_argument("--torch-args", default="", help="more arguments for torch_peer.py, one string")
+    parser.add_argument("--profile-args", default="", help="more arguments for gpu_profile.py, one string")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny counts everywhere (one round, one iteration per call): a CPU smoke test")
     parser.add_argument("--out", default=os.environ.get("OUT") or None,
-                        help="folder for logs, JSON and traces (default $OUT, else a temporary one)")
+                        help="folder for results.json, profile.json and the traces (default $OUT, else a "
+                             "temporary one)")
     args = parser.parse_args()
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="resdepth-peer-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -193,10 +194,11 @@ def main() -> None:
     profiles: list[dict[str, Any]] = []
     if args.profile:
         command = [sys.executable, "-m", "benchmarks.gpu_profile", "--depths", args.profile_depths,
-                   "--out", str(out)]
+                   "--out", str(out), "--budget-s", str(args.profile_budget_s)]
         if args.smoke:
             command += ["--iterations", "2", "--steps-per-call", "1", "--rounds", "1", "--round-s", "0.2"]
-        run("gpu_profile", command, out, 110 if not args.smoke else 600, env)
+        command += args.profile_args.split()
+        run("gpu_profile", command, args.profile_cap_s if not args.smoke else 600, env)
         if (out / "profile.json").exists():
             profiles = json.loads((out / "profile.json").read_text())
 
@@ -208,7 +210,8 @@ def main() -> None:
     if args.smoke:
         command += ["--warmup", "1"]
     command += args.torch_args.split()
-    stdout, _, _ = run("torch_peer", command, out, args.torch_budget_s + 50 if not args.smoke else 1200, env)
+    stdout, _, _ = run("torch_peer", command, args.torch_budget_s + 30 if not args.smoke else 1200, env,
+                       show=torch_line)
     records = read_jsonl(stdout)
     header = next((r for r in records if r.get("kind") == "device"), {})
     torch_rows = [r for r in records if r.get("kind") == "row"]
@@ -218,8 +221,17 @@ def main() -> None:
     # choice of compute_dtype weighs
     dtypes = ",".join(dict.fromkeys(precisions.split(",") + (["float32"] if "tf32" in precisions else [])))
 
+    def write_results(check: dict[str, Any]) -> list[dict[str, Any]]:
+        joined = join(check.get("measurements", []), torch_rows)
+        (out / "results.json").write_text(json.dumps({
+            "device": check.get("device_kind") or header.get("device") or "?", "joined": joined,
+            "torch": header, "torch_rows": torch_rows, "gpu_check": check}, indent=1))
+        return joined
+
+    write_results({})  # the PyTorch rows are kept whatever happens next
     with tempfile.TemporaryDirectory() as scratch:
-        check_json = Path(scratch) / "gpu_check.json"
+        check_json = Path(args.check_json) if args.check_json else Path(scratch) / "gpu_check.json"
+        check_json.unlink(missing_ok=True)
         command = [sys.executable, "-m", "benchmarks.gpu_check", "--depths", args.depths,
                    "--dtypes", dtypes, "--seeds", "1", "--no-memory", "--rounds", str(rounds),
                    "--round-s", str(round_s), "--budget-s", str(args.resdepth_budget_s),
@@ -228,15 +240,14 @@ def main() -> None:
         command += ["--steps-per-call", str(1 if args.smoke else per_call)]
         if args.smoke:
             command += ["--steps", "1"]
-        run("gpu_check", command, out, args.resdepth_budget_s + 40 if not args.smoke else 1200, env)
+        run("gpu_check", command, args.resdepth_budget_s + 30 if not args.smoke else 1200, env)
+        # written after every cell: what a stopped gpu_check measured is in it
         check = json.loads(check_json.read_text()) if check_json.exists() else {}
 
     device = check.get("device_kind") or header.get("device") or "?"
     versions = (f"resdepth: jax {check.get('jax', '?')}; PyTorch {header.get('torch', '?')}, "
                 f"cuDNN {header.get('cudnn')}, Python {header.get('python', '?')}")
-    joined = join(check.get("measurements", []), torch_rows)
-    (out / "results.json").write_text(json.dumps({"device": device, "joined": joined, "torch": header,
-                                                  "torch_rows": torch_rows, "gpu_check": check}, indent=1))
+    joined = write_results(check)
     print("\n=== recap", flush=True)
     if profiles:
         from benchmarks.gpu_profile import format_profile
@@ -250,7 +261,8 @@ def main() -> None:
     print("\n".join(format_configs(torch_rows)))
     for line in failures(torch_rows) + notes:
         print(line)
-    print("\n".join(check.get("projection_lines", ["Table 6 grid: not projected (gpu_check did not finish)"])))
+    print("\n".join(check.get("projection_lines")
+                    or ["Table 6 grid: not projected (gpu_check did not finish)"]))
     print(f"peer_compare: {time.perf_counter() - started:.0f} s in all; files in {out}")
 
 

@@ -23,10 +23,11 @@ import resdepth.models.network
 from resdepth.training import step as steps
 from resdepth.training.mesh import batch_sharded, make_mesh, replicated
 from resdepth.errors import InvalidChoice
-from resdepth.models.architectures import cifar_blocks_per_stage, parse_depths
+from resdepth.cli.common import parse_integers
+from resdepth.dataset_facts import cifar_blocks_per_stage
 from resdepth.config import ExperimentConfig, load_config, parse_override
 from resdepth.models.network import ModelSpec, build_model
-from resdepth.training.loop import model_spec
+from resdepth.training.step import model_spec
 
 from benchmarks.per_tap_conv import per_tap_conv
 
@@ -41,7 +42,7 @@ def disable_persistent_cache() -> None:
 
 def check_depths_and_batch(depths_text: str, batch_size: int) -> list[int]:
     """The CIFAR depths in '20,56,110', or InvalidChoice for a bad depth or batch size."""
-    depths = parse_depths(depths_text)
+    depths = parse_integers(depths_text, "--depths")
     for depth in depths:
         cifar_blocks_per_stage(depth)
     if batch_size < 1 or batch_size % jax.device_count():

@@ -20,8 +20,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
-from resdepth.models.architectures import (
-    CIFAR_PAPER_DEPTHS, DATASET_FAMILIES, IMAGENET_DEPTHS, SHORTCUT_OPTIONS, family_of, stage_plan)
+from resdepth.choices import ARCHS, COMPUTE_DTYPES, LR_SCHEDULES, PACK_LAYOUTS, SHORTCUTS
+from resdepth.dataset_facts import (
+    CIFAR_PAPER_DEPTHS, DATASET_FAMILIES, IMAGENET_DEPTHS, check_depth, family_of)
 from resdepth.errors import InvalidChoice
 
 
@@ -97,7 +98,7 @@ class RunConfig:
 
 @dataclasses.dataclass
 class SweepConfig:
-    archs: list[str] = dataclasses.field(default_factory=lambda: ["plain", "residual"])
+    archs: list[str] = dataclasses.field(default_factory=lambda: list(ARCHS))
     depths: list[int] = dataclasses.field(default_factory=lambda: [20, 56])
     # Depths per architecture, where they differ (Table 6 has no plain-1202): {"plain": [...]}.
     depths_by_arch: dict[str, list[int]] = dataclasses.field(default_factory=dict)
@@ -109,7 +110,7 @@ class SweepConfig:
     # allows) packed into one compiled program: true, false, or "auto" = on TPUs only
     # (training/sweep.py packs). Was `pack_seeds`.
     pack: bool | str = "auto"
-    # How a pack is laid out (training/packing.py): "tuple", "vmap", "wide", "grouped", or
+    # How a pack is laid out (training/packing/): "tuple", "vmap", "wide", "grouped", or
     # "auto" = tuple on CPU (exact), vmap on accelerators until the H200 measures the others.
     pack_formulation: str = "auto"
     pack_size: int = 8  # at most this many runs in one pack
@@ -136,7 +137,6 @@ class ExperimentConfig:
 # ("must be > 0"). Types are checked before any rule runs. Rules run in RULES' order, so a rule
 # that reads another field (model.depth reads data.dataset) comes after that field's own rule.
 Rule = Callable[[Any, "ExperimentConfig"], "str | None"]
-SWEEP_ARCHS = ("plain", "residual")
 TAG_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -182,7 +182,7 @@ def each(rule: Rule, *, non_empty: bool = False) -> Rule:
 
 def _depth_for(dataset: str, depth: int) -> str | None:
     try:
-        stage_plan(family_of(dataset), depth)
+        check_depth(family_of(dataset), depth)
         return None
     except InvalidChoice:
         if family_of(dataset) == "imagenet":
@@ -235,13 +235,13 @@ def _sweep_archs(archs, config):
         return "must not be empty"
     if len(set(archs)) != len(archs):
         return "must not repeat an architecture"
-    return each(one_of(*SWEEP_ARCHS))(archs, config)
+    return each(one_of(*ARCHS))(archs, config)
 
 
 def _depths_by_arch(table, config):
     for arch, depths in table.items():
-        if arch not in SWEEP_ARCHS:
-            return f"keys must be {_choices(SWEEP_ARCHS)}"
+        if arch not in ARCHS:
+            return f"keys must be {_choices(ARCHS)}"
         if not depths:
             return f"{arch}: must not be empty"
         bad = next((c for c in (_depth_for(config.data.dataset, d) for d in depths) if c), None)
@@ -250,8 +250,16 @@ def _depths_by_arch(table, config):
     return None
 
 
+def _sweep_depths(depths, config):
+    sweep = config.sweep
+    if all(arch in sweep.depths_by_arch for arch in sweep.archs):
+        return None  # every architecture has depths of its own: the grid never reads these
+    bad = next((c for c in (_depth_for(config.data.dataset, d) for d in depths) if c), None)
+    return None if bad is None else f"each depth {bad}"
+
+
 def _seeds_by_depth(table, config):
-    key_pattern = re.compile(rf"(({'|'.join(SWEEP_ARCHS)})-)?\d+")
+    key_pattern = re.compile(rf"(({'|'.join(ARCHS)})-)?\d+")
     for key, seeds in table.items():
         if not key_pattern.fullmatch(key):
             return f'keys must look like "residual-110" or "110", got "{key}"'
@@ -271,14 +279,14 @@ RULES: dict[str, Rule] = {
     "data.image_size": at_least_one,
     "data.plateau_holdout_examples": _plateau_holdout,
     "model.depth": _model_depth,
-    "model.shortcut": one_of(*SHORTCUT_OPTIONS, note=" (§3.3)"),
-    "model.compute_dtype": one_of("float32", "tf32", "bfloat16"),
+    "model.shortcut": one_of(*SHORTCUTS, note=" (§3.3)"),
+    "model.compute_dtype": one_of(*COMPUTE_DTYPES),
     "optim.batch_size": at_least_one,
     "model.bn_group_size": _bn_group_size,
     "optim.learning_rate": positive,
     "optim.momentum": in_range(0, 1, high_open=True),
     "optim.weight_decay": non_negative,
-    "optim.lr_schedule": one_of("steps", "plateau"),
+    "optim.lr_schedule": one_of(*LR_SCHEDULES),
     "optim.total_steps": at_least_one,
     "optim.lr_boundaries_steps": _lr_boundaries,
     "optim.lr_decay_factor": in_range(0, 1, low_open=True),
@@ -299,17 +307,19 @@ RULES: dict[str, Rule] = {
     "run.steps_per_call": non_negative,
     "sweep.pack": lambda value, config: (
         None if value in (True, False, "auto") else 'must be true, false or "auto"'),
-    "sweep.pack_formulation": one_of("auto", "tuple", "vmap", "wide", "grouped"),
+    "sweep.pack_formulation": one_of("auto", *PACK_LAYOUTS),
     "sweep.pack_size": at_least_one,
     "sweep.archs": _sweep_archs,
-    # Checked against the dataset's family only when the grid is expanded: a train-only
-    # experiment (imagenet.toml) inherits the CIFAR default grid it never sweeps.
+    # Checked against the dataset's family only for a sweep (SWEEP_RULES).
     "sweep.depths": each(at_least_one, non_empty=True),
     "sweep.depths_by_arch": _depths_by_arch,
     "sweep.seeds": each(non_negative, non_empty=True),
     "sweep.seeds_by_depth": _seeds_by_depth,
 }
 UNCHECKED = ("data.data_dir", "data.manual_dir")
+# Checked only for a config about to be swept (validate_sweep), after RULES: a train-only
+# experiment (imagenet.toml), and every run it saved, keeps the CIFAR default grid it never sweeps.
+SWEEP_RULES: dict[str, Rule] = {"sweep.depths": _sweep_depths}
 
 
 def _get(config: ExperimentConfig, key: str) -> Any:
@@ -323,12 +333,24 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
     """Normalizes (shortcut upper-cased, as the CLI takes it) and checks every value against
     RULES; the same config, or ConfigError naming the key, the value and what is allowed."""
     config.model.shortcut = config.model.shortcut.upper()
-    for key, rule in RULES.items():
+    _check(config, RULES)
+    return config
+
+
+def validate_sweep(config: ExperimentConfig) -> ExperimentConfig:
+    """The sweep grid's depths against the dataset's family (SWEEP_RULES), what a sweep checks
+    of a config validated as it loaded, before it expands its grid. The same config, or
+    ConfigError."""
+    _check(config, SWEEP_RULES)
+    return config
+
+
+def _check(config: ExperimentConfig, rules: dict[str, Rule]) -> None:
+    for key, rule in rules.items():
         value = _get(config, key)
         allowed = rule(value, config)
         if allowed is not None:
             raise ConfigError(f"invalid config value {key} = {json.dumps(value)}: {allowed}")
-    return config
 
 
 def _type_matches(value: Any, annotation: Any) -> bool:
@@ -409,9 +431,11 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`update` over `base`, section by section; an empty table replaces (`{}` clears a
+    mapping such as sweep.depths_by_arch)."""
     merged = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if isinstance(value, dict) and value and isinstance(merged.get(key), dict):
             merged[key] = _merge(merged[key], value)
         else:
             merged[key] = value

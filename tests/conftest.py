@@ -75,15 +75,15 @@ def recorded_runs(tmp_path_factory, digits_data_dir) -> Path:
     """An experiment folder of real tiny digits runs: plain/residual 8 and 14 (seed 0) and
     residual 8 seed 1, 30 iterations each, with layer responses for the seed-0 runs."""
     from resdepth.evaluate.analyze import analyze_run
-    from resdepth.training.sweep import run_dir_for
-    from resdepth.training.loop import train_and_evaluate
+    from resdepth.rundir.directory import RunDirectory
+    from resdepth.training.session import train_run
 
     out = tmp_path_factory.mktemp("results")
     for depth, residual, seed in ((8, False, 0), (8, True, 0), (14, False, 0), (14, True, 0), (8, True, 1)):
         config = tiny_config(digits_data_dir, depth=depth, residual=residual, seed=seed,
                              steps=30, name="recorded")
-        run_dir = run_dir_for(out, config)
-        summary = train_and_evaluate(config, run_dir, stop=threading.Event())
+        run_dir = RunDirectory.of(out, config).path
+        summary = train_run(config, run_dir, stop=threading.Event())
         assert summary["status"] == "completed"
         if seed == 0:
             analyze_run(run_dir)

@@ -24,18 +24,17 @@ jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processe
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import tiny_config  # noqa: E402  (also sets strict dtype promotion, as in pytest)
 
-import resdepth.rundir.files as run_files  # noqa: E402
-import resdepth.rundir.record as record  # noqa: E402
-import resdepth.training.loop as train  # noqa: E402
+import resdepth.rundir.directory as directory  # noqa: E402
+import resdepth.rundir.metrics as metrics  # noqa: E402
 from resdepth.training.sweep import GridPoint, run_sweep  # noqa: E402
 
 written: list[str] = []  # every run file this process writes: config, summary, metrics rows
-_write_json, _append = train.write_json, run_files.MetricsLog.append
+_write_json, _append = directory.write_json, metrics.MetricsLog.append
 
 
-def recording_write_json(path, data):
+def recording_write_json(path, data, *args):
     written.append(Path(path).name)
-    return _write_json(path, data)
+    return _write_json(path, data, *args)
 
 
 def recording_append(self, row):
@@ -44,9 +43,9 @@ def recording_append(self, row):
     return _append(self, row)
 
 
-train.write_json = recording_write_json  # config.json
-record.write_json = recording_write_json  # summary.json (record.Summary.write)
-run_files.MetricsLog.append = recording_append
+# config.json and summary.json (RunDirectory.write_config, .write_summary)
+directory.write_json = recording_write_json
+metrics.MetricsLog.append = recording_append
 
 config = tiny_config(data_dir, "optim.learning_rate=0.01", steps=int(steps), name="distributed")
 summaries = run_sweep(config, [GridPoint("residual", 8, 0)], Path(out),

@@ -13,9 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from resdepth.cli.app import app
+from resdepth import choices, dataset_facts
 from resdepth.config import (
     RULES, UNCHECKED, ConfigError, ExperimentConfig, config_from_dict, config_to_toml, load_config,
-    parse_override, validate)
+    parse_override, validate, validate_sweep)
 
 runner = CliRunner()
 EXPERIMENTS = sorted(Path(str(resources.files("resdepth") / "experiments")).glob("*.toml"))
@@ -167,6 +168,74 @@ def test_saved_configs_are_checked_too():
     saved["optim"]["learning_rate"] = -1.0
     with pytest.raises(ConfigError, match="optim.learning_rate = -1.0: must be > 0"):
         config_from_dict(saved)
+
+
+# Each list of choices is spelled once, in choices.py or dataset_facts.py: the config takes every
+# item of it and, by its message, nothing else.
+CHOICE_LISTS = [
+    ("data.dataset", tuple(dataset_facts.DATASET_FAMILIES)),
+    ("model.shortcut", choices.SHORTCUTS),
+    ("model.compute_dtype", choices.COMPUTE_DTYPES),
+    ("optim.lr_schedule", choices.LR_SCHEDULES),
+    ("sweep.pack_formulation", ("auto", *choices.PACK_LAYOUTS)),
+]
+
+
+@pytest.mark.parametrize("key,options", CHOICE_LISTS, ids=[key for key, _ in CHOICE_LISTS])
+def test_a_choice_is_checked_against_its_one_list(key, options):
+    section, field = key.split(".")
+    for option in options:
+        config = ExperimentConfig()
+        setattr(getattr(config, section), field, option)
+        if key == "data.dataset" and dataset_facts.family_of(option) == "imagenet":
+            config.model.depth = 34  # the default 20 is a CIFAR depth
+        validate(config)
+    config = ExperimentConfig()
+    setattr(getattr(config, section), field, "none-of-these")
+    with pytest.raises(ConfigError) as caught:
+        validate(config)
+    assert all(option in str(caught.value) for option in options)
+
+
+def test_sweep_archs_are_the_one_list():
+    assert ExperimentConfig().sweep.archs == list(choices.ARCHS)
+    assert "plain or residual" in rejection("cifar10", "sweep.archs=['dense']")
+
+
+def test_every_dataset_has_each_of_its_facts():
+    datasets = set(dataset_facts.DATASET_FAMILIES)
+    for facts in (dataset_facts.IMAGE_SIZE_PIXELS, dataset_facts.IN_CHANNELS,
+                  dataset_facts.NUM_CLASSES):
+        assert set(facts) == datasets
+    assert set(dataset_facts.DATASET_FAMILIES.values()) == {"cifar", "imagenet"}
+
+
+# A sweep's depths are checked against the dataset's family when it is swept (validate_sweep),
+# not at every load: imagenet.toml, and every ImageNet run it saved, keeps the default CIFAR grid.
+@pytest.mark.parametrize("experiment,overrides,allowed", [
+    ("cifar10", ["sweep.depths=[20, 21]"], "6n+2 with n >= 1 for cifar10"),
+    ("digits", ["sweep.depths=[9]"], "6n+2 with n >= 1 for digits"),
+    ("imagenet", [], "18, 34, 50, 101 or 152 for imagenet"),
+    ("imagenet", ["sweep.depths_by_arch={plain=[18]}"], "18, 34, 50, 101 or 152"),
+])
+def test_a_sweep_checks_its_depths_against_the_dataset(experiment, overrides, allowed):
+    config = load(experiment, *overrides)  # a load alone takes them
+    with pytest.raises(ConfigError) as caught:
+        validate_sweep(config)
+    assert str(caught.value).startswith("invalid config value sweep.depths = ")
+    assert allowed in str(caught.value)
+
+
+@pytest.mark.parametrize("experiment,overrides", [
+    ("table6", []),  # depths of its own for both architectures; the default grid goes unread
+    ("table3", []),
+    ("imagenet", ["sweep.depths=[18, 34]"]),
+    ("imagenet", ["sweep.depths_by_arch={plain=[18], residual=[50]}"]),
+    ("digits", ["sweep.depths=[8, 14]"]),
+])
+def test_a_sweep_takes_the_depths_of_its_dataset(experiment, overrides):
+    config = load(experiment, *overrides)
+    assert validate_sweep(config) is config
 
 
 # ----------------------------------------------------------------------------- did you mean

@@ -16,8 +16,8 @@ from resdepth.training import step as steps
 from resdepth.cli.app import app
 from resdepth.config import load_config, parse_override
 from resdepth.models.network import ConvBN, GroupedBatchNorm, ModelSpec, build_model, caffe_max_pool
-from resdepth.training.sweep import run_dir_for
-from resdepth.training.loop import train_and_evaluate
+from resdepth.rundir.directory import RunDirectory
+from resdepth.training.session import train_run
 
 from conftest import stop_at, tiny_config
 
@@ -130,8 +130,8 @@ def test_run_whose_error_never_falls_below_threshold_switches_at_the_cap(tmp_pat
     config = tiny_config(digits_data_dir, "optim.warmup_min_depth=8", "optim.warmup_max_steps=10",
                          "optim.warmup_until_train_error=0.001", "optim.lr_boundaries_steps=[20]",
                          "optim.warmup_learning_rate=0.02", steps=30, name="cap")
-    run_dir = run_dir_for(tmp_path, config)
-    summary = train_and_evaluate(config, run_dir, stop=threading.Event())
+    run_dir = RunDirectory.of(tmp_path, config).path
+    summary = train_run(config, run_dir, stop=threading.Event())
     assert summary["warmup_switch_step"] == 10
     assert summary["warmup_switch_reason"] == "warmup_max_steps"
     rates = {row["step"]: row["learning_rate"] for row in _train_rows(run_dir)}
@@ -141,11 +141,11 @@ def test_run_whose_error_never_falls_below_threshold_switches_at_the_cap(tmp_pat
 def test_run_records_a_switch_on_measured_error(tmp_path, digits_data_dir):
     config = tiny_config(digits_data_dir, "optim.warmup_min_depth=8", "optim.warmup_until_train_error=1.0",
                          steps=10, name="switch")
-    summary = train_and_evaluate(config, run_dir_for(tmp_path, config), stop=threading.Event())
+    summary = train_run(config, RunDirectory.of(tmp_path, config).path, stop=threading.Event())
     assert summary["warmup_switch_step"] == 5
     assert summary["warmup_switch_reason"] == "train_error_below_threshold"
     plain = tiny_config(digits_data_dir, steps=5, name="switch", residual=False)
-    assert train_and_evaluate(plain, run_dir_for(tmp_path, plain),
+    assert train_run(plain, RunDirectory.of(tmp_path, plain).path,
                               stop=threading.Event())["warmup_switch_reason"] is None
 
 
@@ -209,7 +209,7 @@ def test_a_finished_run_is_not_reported_for_a_longer_schedule(tmp_path, digits_d
 def test_an_interrupted_run_cannot_resume_with_other_settings(tmp_path, digits_data_dir):
     config = tiny_config(digits_data_dir, name="digits", steps=40, depth=8)
     flag, sink = stop_at(10)
-    summary = train_and_evaluate(config, run_dir_for(tmp_path, config), sink, flag)
+    summary = train_run(config, RunDirectory.of(tmp_path, config).path, sink, flag)
     assert summary["status"] == "interrupted"
     line = _one_error_line(_cli(tmp_path, digits_data_dir, "--steps", "5",
                                 "--set", "optim.learning_rate=0.5", "--set", "run.eval_every_steps=10"))

@@ -14,7 +14,9 @@ import pytest
 
 from resdepth.results.plots import (
     EDGE_MARGIN, build_degradation, build_figure4, build_figure6, build_figure7, plot_folder)
-from resdepth.results.reading import VALIDATION, build_record, load_runs
+from resdepth.results.reading import load_runs
+from resdepth.rundir.record import build_record
+from resdepth.rundir.summary import VALIDATION
 
 
 def curve_run(arch: str, depth: int, final_train: float, final_test: float, seed: int = 0,

@@ -185,7 +185,7 @@ def test_resnet18_trains_through_the_real_loader_and_decides_plateaus_on_held_ou
 
     from resdepth.config import load_config, parse_override
     from resdepth.evaluate.imagenet import evaluate_run
-    from resdepth.training.loop import train_and_evaluate
+    from resdepth.training.session import train_run
 
     # 64-pixel crops keep the CPU test short; the pipeline is the 224 one otherwise. Patience 1
     # and a threshold of 1.0: no evaluation after the first counts as an improvement, so the
@@ -207,7 +207,7 @@ def test_resnet18_trains_through_the_real_loader_and_decides_plateaus_on_held_ou
             return mocked(self, *args, split=split, **kwargs)
 
         patch.setattr(tfds.core.DatasetBuilder, "as_dataset", recording)
-        summary = train_and_evaluate(config, tmp_path / "run", on_event=events.append,
+        summary = train_run(config, tmp_path / "run", on_event=events.append,
                                      stop=threading.Event())
         # The trained run tested as in Tables 2-3: 10 crops of the validation images.
         tested = evaluate_run(tmp_path / "run", "10crop", limit=2)
@@ -373,7 +373,7 @@ def test_device_resident_source_evaluates_the_holdout_of_digits(digits_data_dir)
     from resdepth.data.datasets import load_dataset
     from resdepth.models.network import build_model
     from resdepth.training.sources import DeviceResidentSource
-    from resdepth.training.loop import model_spec
+    from resdepth.training.step import model_spec
 
     config = tiny_config(digits_data_dir, "optim.lr_schedule='plateau'",
                          "data.plateau_holdout_examples=97", steps=2)

@@ -131,7 +131,7 @@ def stand_in_training(monkeypatch, calls: list[str]) -> None:
     """train_and_evaluate replaced by a run that completes at once (the sweep around it is real)."""
     import resdepth.training.loop as train
 
-    def finished(config, run_dir, on_event=None, stop=None):
+    def finished(config, run_dir, on_event=None, stop=None, config_notes=None):
         calls.append(run_dir.name)
         return {"name": run_dir.name, "status": "completed", "final_test_error": 0.1,
                 "final_train_error": 0.05, "params": 1, "wall_s": 0.0}

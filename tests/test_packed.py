@@ -9,12 +9,17 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from resdepth.rundir.directory import RunDirectory
+
 from resdepth.training import packing, step as steps
+from resdepth.training.packing import states as pack_states_of
+from resdepth.training.packing.steps import make_step
 from resdepth.training.mesh import make_mesh, replicated
 from resdepth.config import load_config, parse_override
 from resdepth.models.network import build_model
-from resdepth.training.sweep import GridPoint, run_dir_for, run_sweep
-from resdepth.training.loop import model_spec, train_and_evaluate, train_packed
+from resdepth.training.sweep import GridPoint, run_sweep
+from resdepth.training.session import train_run, train_runs
+from resdepth.training.step import model_spec
 
 from conftest import stop_at, tiny_config
 
@@ -38,7 +43,7 @@ def max_difference(a, b) -> float:
 def test_packed_seeds_equal_seeds_trained_alone_and_each_resumes(tmp_path, digits_data_dir):
     solo = [tiny_config(digits_data_dir, steps=50, seed=seed, name="solo") for seed in (0, 1)]
     for config in solo:
-        assert train_and_evaluate(config, run_dir_for(tmp_path, config), stop=threading.Event())["status"] == "completed"
+        assert train_run(config, RunDirectory.of(tmp_path, config).path, stop=threading.Event())["status"] == "completed"
 
     # The sweep packs the two seeds of ResNet-8 into one program.
     base = tiny_config(digits_data_dir, "sweep.pack=true", steps=50, name="packed")
@@ -47,21 +52,22 @@ def test_packed_seeds_equal_seeds_trained_alone_and_each_resumes(tmp_path, digit
     assert [s["status"] for s in summaries] == ["completed", "completed"]
     assert [s["packed_seeds"] for s in summaries] == [2, 2]
     for config, summary in zip(solo, summaries):
-        alone, packed = run_dir_for(tmp_path, config), tmp_path / "packed" / summary["name"]
+        alone, packed = RunDirectory.of(tmp_path, config).path, tmp_path / "packed" / summary["name"]
         assert max_difference(saved_state(alone, 50)["params"], saved_state(packed, 50)["params"]) < 1e-5
         assert rows(alone) == rows(packed)
         assert summary["final_test_error"] == json.loads((alone / "summary.json").read_text())["final_test_error"]
 
     # Interrupted at iteration 20, seed 0 resumes alone and seed 1 in a pack of one.
     configs = [tiny_config(digits_data_dir, steps=50, seed=seed, name="resumed") for seed in (0, 1)]
-    run_dirs = [run_dir_for(tmp_path, config) for config in configs]
+    run_dirs = [RunDirectory.of(tmp_path, config).path for config in configs]
     flag, sink = stop_at(20)
-    interrupted = train_packed(configs, run_dirs, [sink, lambda event: None], flag)
+    interrupted = train_runs(configs, run_dirs, [sink, lambda event: None], flag, make_trainer=packing.Pack)
     assert [s["status"] for s in interrupted] == ["interrupted", "interrupted"]
-    assert train_and_evaluate(configs[0], run_dirs[0], stop=threading.Event())["status"] == "completed"
-    assert train_packed(configs[1:], run_dirs[1:], [lambda event: None], threading.Event())[0]["status"] == "completed"
+    assert train_run(configs[0], run_dirs[0], stop=threading.Event())["status"] == "completed"
+    assert train_runs(configs[1:], run_dirs[1:], [lambda event: None], threading.Event(),
+                      make_trainer=packing.Pack)[0]["status"] == "completed"
     for config, run_dir in zip(solo, run_dirs):
-        alone = run_dir_for(tmp_path, config)
+        alone = RunDirectory.of(tmp_path, config).path
         assert max_difference(saved_state(alone, 50)["params"], saved_state(run_dir, 50)["params"]) < 1e-5
         assert rows(alone) == rows(run_dir)
 
@@ -71,10 +77,10 @@ def test_several_iterations_per_call_are_bit_identical_to_one(tmp_path, digits_d
     one = tiny_config(digits_data_dir, "run.steps_per_call=1", steps=20, name="one")
     four = tiny_config(digits_data_dir, "run.steps_per_call=4", steps=20, name="four")
     for config in (one, four):
-        train_and_evaluate(config, run_dir_for(tmp_path, config), stop=threading.Event())
-    a, b = (saved_state(run_dir_for(tmp_path, config), 20) for config in (one, four))
+        train_run(config, RunDirectory.of(tmp_path, config).path, stop=threading.Event())
+    a, b = (saved_state(RunDirectory.of(tmp_path, config).path, 20) for config in (one, four))
     assert max_difference(a, b) == 0.0
-    assert rows(run_dir_for(tmp_path, one)) == rows(run_dir_for(tmp_path, four))
+    assert rows(RunDirectory.of(tmp_path, one).path) == rows(RunDirectory.of(tmp_path, four).path)
 
 
 def test_vmapped_pack_matches_each_seed_to_float_rounding():
@@ -94,24 +100,22 @@ def test_vmapped_pack_matches_each_seed_to_float_rounding():
         graphdef, state = steps.init_state(seeded, build_model(model_spec(seeded, 10), seed, 1), mesh)
         states.append(state)
     indices = np.stack([rng.permutation(64)[:32] for _ in (0, 1)]).astype(np.int32)
-    assert steps.stacks_seeds("gpu") and steps.stacks_seeds("tpu") and not steps.stacks_seeds("cpu")
-    packed = steps.make_train_step(config, graphdef, mesh, packed=True, stacked=True)(
-        packing.pack_states(states, mesh, stacked=True), data, indices)
+    assert [packing.layout("auto", backend) for backend in ("gpu", "tpu", "cpu")] == ["vmap", "vmap", "tuple"]
+    packed = make_step(config, mesh, "vmap", [graphdef, graphdef])(
+        pack_states_of.pack_states(states, mesh, "vmap"), data, indices)
     assert packed.step.shape == (2,)
     single = steps.make_train_step(config, graphdef, mesh)
     for seed in (0, 1):
         alone = single(jax.tree.map(lambda x: x.copy(), states[seed]), data, indices[seed])
-        assert max_difference(alone.params, packing.seed_slice(packed, seed).params) < 1e-5
+        assert max_difference(alone.params, pack_states_of.seed_slice(packed, seed).params) < 1e-5
 
 
 def test_auto_packs_on_tpus_only_and_true_or_false_wins():
     # "auto" follows the H200 measurement (vmapped seeds slower than one at a time on a GPU).
-    from resdepth.training import sweep
-
     auto = load_config("cifar10", [])
     assert auto.sweep.pack == "auto" and auto.sweep.pack_formulation == "auto"
     for backend, packs in (("cpu", False), ("gpu", False), ("tpu", True)):
-        assert sweep.packs(auto, backend) is packs
-        assert sweep.packs(load_config("cifar10", [parse_override("sweep.pack=true")]), backend)
-        assert not sweep.packs(load_config("cifar10", [parse_override("sweep.pack=false")]), backend)
-    assert [sweep.pack_layout(auto, backend) for backend in ("cpu", "gpu", "tpu")] == ["tuple", "vmap", "vmap"]
+        assert packing.packs(auto, backend) is packs
+        assert packing.packs(load_config("cifar10", [parse_override("sweep.pack=true")]), backend)
+        assert not packing.packs(load_config("cifar10", [parse_override("sweep.pack=false")]), backend)
+    assert [packing.layout(auto.sweep.pack_formulation, backend) for backend in ("cpu", "gpu", "tpu")] == ["tuple", "vmap", "vmap"]

@@ -1,4 +1,5 @@
-"""The channel-packed net (models/packed.py): S runs of one shape as one wide or grouped net.
+"""The channel-packed net (training/packing/net.py): S runs of one shape as one wide or grouped
+net, network.ResNet with the runs as its lanes.
 
 Each run of a pack must get the iteration it gets alone. The check walks each run's own
 trajectory alone and, at every one of its 50 iterations, packs the runs' states, takes one
@@ -26,14 +27,18 @@ import jax
 import numpy as np
 import pytest
 
+from resdepth.rundir.directory import RunDirectory
+
 from resdepth.data.datasets import BatchOrder, load_dataset
 from resdepth.models.network import build_model
-from resdepth.models.packed import packed_graphdef
-from resdepth.training import loop, packing, step as steps
-from resdepth.training.loop import model_spec, train_and_evaluate, train_packed
+from resdepth.training import loop, step as steps
+from resdepth.training.session import train_run, train_runs
 from resdepth.training.mesh import make_mesh, replicated
-from resdepth.training.packed_step import make_step
-from resdepth.training.sweep import GridPoint, _pack_groups, run_dir_for
+from resdepth.training.packing import Pack, states as packing
+from resdepth.training.packing.net import packed_graphdef
+from resdepth.training.packing.steps import make_step
+from resdepth.training.step import model_spec
+from resdepth.training.sweep import GridPoint, _pack_groups
 
 from conftest import stop_at, tiny_config
 
@@ -104,7 +109,8 @@ def packed_step(digits, alone, keys, layout):
         config = alone[keys[0]][0]
         graphdef = packed_graphdef(model_spec(config, 10), [residual for residual, _ in keys],
                                    layout, 1)
-        _COMPILED[keys, layout] = make_step(config, graphdef, mesh, layout, runs=len(keys))
+        _COMPILED[keys, layout] = make_step(config, mesh, layout, [alone[key][1] for key in keys],
+                                            graphdef)
     return _COMPILED[keys, layout]
 
 
@@ -185,9 +191,9 @@ def test_a_wide_pack_trains_plain_beside_residual_a_diverging_run_stops_alone_an
     monkeypatch.setattr(loop.steps, "init_state", plain_broken)
     configs = [tiny_config(digits_data_dir, "sweep.pack_formulation='wide'", residual=residual,
                            seed=seed, steps=10, name="wide") for residual, seed in PACK]
-    run_dirs = [run_dir_for(tmp_path, config) for config in configs]
+    run_dirs = [RunDirectory.of(tmp_path, config).path for config in configs]
     flag, sink = stop_at(5)
-    first = train_packed(configs, run_dirs, [sink] + [lambda event: None] * 2, flag)
+    first = train_runs(configs, run_dirs, [sink] + [lambda event: None] * 2, flag, make_trainer=Pack)
     assert [s["status"] for s in first] == ["interrupted", "interrupted", "diverged"]
     assert first[2]["steps_done"] == 5 and "loss became nan" in first[2]["message"]
     assert [s["packed_seeds"] for s in first] == [3, 3, 3]
@@ -195,7 +201,7 @@ def test_a_wide_pack_trains_plain_beside_residual_a_diverging_run_stops_alone_an
         assert [row["step"] for row in rows(run_dir)] == [5]
         assert np.isfinite(rows(run_dir)[0]["train_loss"])
 
-    resumed = train_and_evaluate(configs[1], run_dirs[1], stop=threading.Event())
+    resumed = train_run(configs[1], run_dirs[1], stop=threading.Event())
     assert resumed["status"] == "completed" and resumed["packed_seeds"] == 1
     assert [(row["type"], row["step"]) for row in rows(run_dirs[1])] == [
         ("train", 5), ("train", 10), ("eval", 10)]

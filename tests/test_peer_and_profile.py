@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from benchmarks.gpu_profile import busy_time, kernel_events, reduce_trace
+from benchmarks.gpu_profile import (PROFILE_COMMAND_BUFFERS, busy_time, command_buffer_mode,
+                                    kernel_events, kind_of, reduce_trace)
 from benchmarks.peer_compare import failures, format_table, join, read_jsonl
 from benchmarks.torch_peer import cifar_params, plan, round_iterations
 from resdepth.training import rates
@@ -92,6 +93,30 @@ def test_a_cpu_trace_reduces_to_xla_thunks_without_their_containers():
     assert profile["where"] == "cpu" and profile["launches"] == 3  # while.1 holds the others
     assert profile["kernels"][0]["name"] == "add_fusion" and profile["kernel_us"] == 65
     assert busy_time([{"ts": 0, "dur": 10}, {"ts": 5, "dur": 10}, {"ts": 30, "dur": 5}]) == (20, 35)
+
+
+@pytest.mark.parametrize("name, hlo_op, kind", [
+    ("sm90_xmma_fprop_implicit_gemm_tf32f32_tf32f32_f32_nhwckrsc_nhwc", "", "convolution"),
+    ("sm80_xmma_wgrad_implicit_gemm_indexed_tf32f32", "", "convolution"),
+    ("cudnn::engines_precompiled::nchwToNhwcKernel", "", "copy/transpose"),  # a layout change
+    ("some_kernel", "cudnn-conv.3", "convolution"),  # unnamed kernels go by their HLO op
+    ("convolution.12", "convolution.12", "convolution"),  # an XLA:CPU thunk
+    ("loop_convert_fusion", "convert_fusion.7", "fusion"),  # XLA's converts are no convolutions
+    ("input_convert_reduce_fusion_3", "", "fusion"),
+    ("convert.5", "convert.5", "other"),
+    ("sm90_xmma_gemm_f32f32_tf32f32_f32_tn_n_tilesize64x64x32", "custom-call.2", "matrix product"),
+    ("transpose_copy_fusion.14", "", "copy/transpose"),
+])
+def test_kernels_are_sorted_by_what_they_do_and_a_convert_is_no_convolution(name, hlo_op, kind):
+    assert kind_of(name, hlo_op) == kind
+
+
+def test_the_profile_says_how_command_buffers_ran_while_traced():
+    assert command_buffer_mode("on", "--xla_gpu_enable_command_buffer= --x=1")[0].startswith("off")
+    assert command_buffer_mode("off", "")[0].startswith("off (XLA's default")
+    assert command_buffer_mode("on", f"{PROFILE_COMMAND_BUFFERS}")[1] is None  # already set
+    mode, flag = command_buffer_mode("on", "")  # asks a child process whether this jaxlib knows it
+    assert mode.startswith("on") and flag == PROFILE_COMMAND_BUFFERS
 
 
 def test_dry_run_rates_come_from_the_chosen_device(tmp_path):

@@ -122,7 +122,7 @@ def test_a_run_directory_from_before_the_three_names_resumes_as_tf32(tmp_path):
     import json
 
     from resdepth.config import load_config, parse_override
-    from resdepth.rundir.files import RunConflict, check_same_run
+    from resdepth.rundir.directory import RunConflict, RunDirectory
     from resdepth.rundir.record import read_run
 
     config = load_config("cifar10")
@@ -130,7 +130,7 @@ def test_a_run_directory_from_before_the_three_names_resumes_as_tf32(tmp_path):
     old = config.to_dict()
     old["model"]["compute_dtype"] = "float32"  # as such a run's config.json says it
     (tmp_path / "config.json").write_text(json.dumps({"config": old}))
-    check_same_run(tmp_path, config)  # the same arithmetic: resumes
+    RunDirectory(tmp_path).check_same_run(config)  # the same arithmetic: resumes
     with pytest.raises(RunConflict, match="compute_dtype 'tf32' -> 'float32'"):
-        check_same_run(tmp_path, load_config("cifar10", [parse_override("model.compute_dtype='float32'")]))
+        RunDirectory(tmp_path).check_same_run(load_config("cifar10", [parse_override("model.compute_dtype='float32'")]))
     assert read_run(tmp_path).config["model"]["compute_dtype"] == "tf32"

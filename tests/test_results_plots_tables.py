@@ -23,9 +23,10 @@ import pytest
 from resdepth.results import paper as paper_figures
 from resdepth.results.plots import plot_folder
 from resdepth.results.reading import (
-    NoRunsFound, build_record, find_experiments, group_runs, load_run, load_runs,
-    require_experiments, summarize)
-from resdepth.rundir.files import write_bytes_atomically
+    NoRunsFound, find_experiments, group_runs, load_run, load_runs, require_experiments,
+    summarize)
+from resdepth.rundir.record import build_record
+from resdepth.rundir.storage import write_bytes_atomically
 from resdepth.results.tables import (
     Table, cifar_table, experiment_tables, format_params, imagenet_table, runs_table, to_markdown,
     write_table)

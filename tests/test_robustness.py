@@ -49,13 +49,14 @@ def checkpoint_params(run_dir: Path, config) -> tuple[int, list[np.ndarray]]:
     devices whatever mesh wrote it."""
     from resdepth.training import step as steps
     from resdepth.training.mesh import make_mesh
-    from resdepth.training.checkpoints import Checkpointer, abstract_like
+    from resdepth.rundir.checkpoints import abstract_like
+    from resdepth.rundir.directory import RunDirectory
     from resdepth.models.network import build_model
-    from resdepth.training.loop import model_spec
+    from resdepth.training.step import model_spec
 
     mesh = make_mesh()
     _, state = steps.init_state(config, build_model(model_spec(config, 10), config.run.seed, 1), mesh)
-    checkpointer = Checkpointer(run_dir, config.run.keep_checkpoints)
+    checkpointer = RunDirectory(run_dir).checkpointer(config.run.keep_checkpoints)
     try:
         restored = checkpointer.restore_latest(abstract_like(state))
     finally:

@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from resdepth.cli.app import app
 from resdepth.config import ConfigError, load_config, parse_override, scale_schedule
-from resdepth.training.loop import HostState, train_and_evaluate
-from resdepth.training.sweep import run_dir_for
+from resdepth.training.loop import HostState
+from resdepth.training.session import train_run
+from resdepth.rundir.directory import RunDirectory
 
 from conftest import stop_at, tiny_config
 
@@ -107,9 +108,9 @@ def test_host_state_reads_old_checkpoint_dicts_and_writes_the_same_dict():
 def test_a_run_resumes_from_a_checkpoint_with_an_old_style_host_dict(tmp_path, digits_data_dir):
     config = tiny_config(digits_data_dir, "optim.warmup_min_depth=8", "optim.warmup_until_train_error=0.001",
                          "optim.warmup_max_steps=100", steps=10, name="old")
-    run_dir = run_dir_for(tmp_path, config)
+    run_dir = RunDirectory.of(tmp_path, config).path
     flag, sink = stop_at(5)
-    assert train_and_evaluate(config, run_dir, sink, flag)["status"] == "interrupted"
+    assert train_run(config, run_dir, sink, flag)["status"] == "interrupted"
     host_file = run_dir / "checkpoints" / "5" / "host" / "metadata"  # Orbax's JsonSave
     saved = json.loads(host_file.read_text())
     assert saved == {"warmup_switch_step": None, "warmup_switch_reason": "still_active",
@@ -118,6 +119,6 @@ def test_a_run_resumes_from_a_checkpoint_with_an_old_style_host_dict(tmp_path, d
     host_file.write_text(json.dumps({"warmup_switch_step": None, "wall_s": 1000.0,
                                      "best_eval_error": None, "evals_since_best": 0,
                                      "warmup_switch_reason": "still_active"}))
-    summary = train_and_evaluate(config, run_dir, stop=threading.Event())
+    summary = train_run(config, run_dir, stop=threading.Event())
     assert summary["status"] == "completed" and summary["wall_s"] >= 1000.0
     assert summary["warmup_switch_reason"] == "still_active" and summary["warmup_switch_step"] is None

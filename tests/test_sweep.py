@@ -85,10 +85,10 @@ def test_a_crashing_run_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path, di
 
     real = train.train_and_evaluate
 
-    def flaky(config, run_dir, on_event, stop):
+    def flaky(config, run_dir, on_event, stop, config_notes=None):
         if config.run.seed == 0:
             raise RuntimeError("simulated crash")
-        return real(config, run_dir, on_event, stop)
+        return real(config, run_dir, on_event, stop, config_notes)
 
     monkeypatch.setattr(train, "train_and_evaluate", flaky)
     base = tiny_config(digits_data_dir, steps=5, name="crash")

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import tiny_config
-from resdepth.rundir.files import read_jsonl
+from resdepth.rundir.metrics import read_metrics
 from resdepth.training.tensorboard_log import (
     TENSORBOARD_DIR, TensorBoardLog, scalars, with_tensorboard)
 from resdepth.training.loop import Event
@@ -72,14 +72,14 @@ def test_scalars_are_the_numeric_fields_of_a_row_tagged_by_row_type():
 
 def test_a_run_writes_its_metrics_rows_as_events(digits_data_dir, tmp_path):
     """A real run with run.tensorboard: each tag's points are the rows of metrics.jsonl."""
-    from resdepth.training.loop import train_and_evaluate
+    from resdepth.training.session import train_run
 
     config = tiny_config(digits_data_dir, "run.tensorboard=true", steps=20)
     run_dir = tmp_path / "run"
-    summary = train_and_evaluate(config, run_dir, with_tensorboard(lambda e: None, run_dir, True),
+    summary = train_run(config, run_dir, with_tensorboard(lambda e: None, run_dir, True),
                                  threading.Event())
     assert summary["status"] == "completed"
-    rows = read_jsonl(run_dir / "metrics.jsonl")
+    rows = list(read_metrics(run_dir / "metrics.jsonl"))
     expected = expected_points(rows)
     assert {"train/train_error", "train/learning_rate", "eval/test_error"} <= set(expected)
     assert_same_points(read_events(run_dir / TENSORBOARD_DIR), expected)
@@ -106,7 +106,7 @@ def test_a_resumed_run_replaces_the_points_after_its_checkpoint(tmp_path):
 def fake_training(rows: list[dict]):
     """A stand-in for train_and_evaluate that reports `rows` as a run would, and records them."""
 
-    def fake(config, run_dir, on_event=lambda e: None, stop=None):
+    def fake(config, run_dir, on_event=lambda e: None, stop=None, config_notes=None):
         total = config.optim.total_steps
         run_dir.mkdir(parents=True, exist_ok=True)
         on_event(Event("start", 0, total, {"params": 1, "resumed": False}))

@@ -17,12 +17,12 @@ import pytest
 from resdepth.training import step as steps
 from resdepth.training.mesh import make_mesh
 from resdepth.data.augment import random_crop_flip
-from resdepth.training.checkpoints import Checkpointer
 from resdepth.config import load_config, parse_override
 from resdepth.data.datasets import BatchOrder, load_dataset
-from resdepth.rundir.files import run_name
-from resdepth.training.sweep import run_dir_for
-from resdepth.training.loop import train_and_evaluate, warmup_should_end
+from resdepth.rundir.identity import run_name
+from resdepth.rundir.directory import RunDirectory
+from resdepth.training.loop import warmup_should_end
+from resdepth.training.session import train_run
 
 from conftest import stop_at, tiny_config
 
@@ -38,12 +38,12 @@ def without_wall(rows):
 
 
 def final_params(run_dir, config):
-    from resdepth.training.checkpoints import abstract_like
+    from resdepth.rundir.checkpoints import abstract_like
     from resdepth.models.network import build_model
-    from resdepth.training.loop import model_spec
+    from resdepth.training.step import model_spec
 
     _, state = steps.init_state(config, build_model(model_spec(config, 10), 0, 1), make_mesh())
-    restored = Checkpointer(run_dir, 2).restore_latest(abstract_like(state))
+    restored = RunDirectory(run_dir).checkpointer(2).restore_latest(abstract_like(state))
     return jax.tree.map(np.asarray, jax.device_get((restored.state.params, restored.state.batch_stats,
                                                     restored.state.opt_state)))
 
@@ -52,7 +52,7 @@ def test_digits_resnet8_learns_to_under_10_percent_test_error(tmp_path, digits_d
     config = load_config("digits", [parse_override(t) for t in (
         f"data.data_dir='{digits_data_dir}'", "model.depth=8", "optim.total_steps=300",
         "optim.lr_boundaries_steps=[150, 225]", "run.eval_every_steps=100")])
-    summary = train_and_evaluate(config, run_dir_for(tmp_path, config), stop=threading.Event())
+    summary = train_run(config, RunDirectory.of(tmp_path, config).path, stop=threading.Event())
     assert summary["status"] == "completed" and summary["steps_done"] == 300
     assert summary["final_test_error"] < 0.10
     rows = metric_rows(tmp_path / "digits" / "resnet-8-A-seed0")
@@ -70,7 +70,7 @@ def test_cifar10_end_to_end_through_tfds_mock_data(tmp_path):
         data = load_dataset(config.data)
         assert data.train_images.shape == (64, 32, 32, 3) and data.train_images.dtype == np.uint8
         assert data.mean_image.shape == (32, 32, 3)
-        summary = train_and_evaluate(config, tmp_path / "run", stop=threading.Event())
+        summary = train_run(config, tmp_path / "run", stop=threading.Event())
     assert summary["status"] == "completed" and 0 <= summary["final_test_error"] <= 1
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["config"]["data"]["dataset"] == "cifar10" and saved["code_version"]
@@ -79,17 +79,17 @@ def test_cifar10_end_to_end_through_tfds_mock_data(tmp_path):
 def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, digits_data_dir):
     # Depth 14: each stage scans a stacked block, whose state must come back exactly too.
     config = tiny_config(digits_data_dir, "run.eval_every_steps=6", depth=14, steps=24, name="whole")
-    whole = run_dir_for(tmp_path, config)
-    train_and_evaluate(config, whole, stop=threading.Event())
+    whole = RunDirectory.of(tmp_path, config).path
+    train_run(config, whole, stop=threading.Event())
 
     config = tiny_config(digits_data_dir, "run.eval_every_steps=6", depth=14, steps=24, name="split")
-    split = run_dir_for(tmp_path, config)
+    split = RunDirectory.of(tmp_path, config).path
     # Stop after iteration 12, in the middle of a logging interval (rows every 5 iterations), so
     # the interval's running sums must come back from the checkpoint too.
     flag, sink = stop_at(12, kind="eval")
-    first = train_and_evaluate(config, split, on_event=sink, stop=flag)
+    first = train_run(config, split, on_event=sink, stop=flag)
     assert first["status"] == "interrupted" and first["steps_done"] == 12
-    final = train_and_evaluate(config, split, stop=threading.Event())
+    final = train_run(config, split, stop=threading.Event())
     assert final["status"] == "completed"
 
     assert without_wall(metric_rows(split)) == without_wall(metric_rows(whole))
@@ -100,14 +100,14 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, digits_data_dir)
     for a, b in zip(jax.tree.leaves(whole_state), jax.tree.leaves(split_state)):
         assert np.array_equal(a, b)
     # A finished run is recognised, not retrained.
-    assert train_and_evaluate(config, split, stop=threading.Event())["wall_s"] == final["wall_s"]
+    assert train_run(config, split, stop=threading.Event())["wall_s"] == final["wall_s"]
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, digits_data_dir):
     config = tiny_config(digits_data_dir, steps=20, name="corrupt")
-    run_dir = run_dir_for(tmp_path, config)
+    run_dir = RunDirectory.of(tmp_path, config).path
     flag, sink = stop_at(20)
-    train_and_evaluate(config, run_dir, stop=threading.Event())
+    train_run(config, run_dir, stop=threading.Event())
     (run_dir / "summary.json").unlink()  # pretend the run died after its last checkpoint ...
     with (run_dir / "metrics.jsonl").open("a") as handle:
         handle.write('{"type": "train", "step": 2')  # ... in the middle of writing a row
@@ -115,7 +115,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, digits_d
         if path.is_file():
             path.write_bytes(b"garbage")
     notes = []
-    summary = train_and_evaluate(config, run_dir, on_event=lambda e: notes.append(e) if e.kind == "note" else None,
+    summary = train_run(config, run_dir, on_event=lambda e: notes.append(e) if e.kind == "note" else None,
                                  stop=threading.Event())
     assert any("checkpoint 20 unreadable" in e.data["message"] for e in notes)
     assert summary["status"] == "completed" and summary["steps_done"] == 20
@@ -144,8 +144,8 @@ def test_warmup_is_only_for_deep_nets_and_switches_on_measured_error(tmp_path, d
     # A digits net forced into the warm-up (min depth 8); logging every 2 iterations.
     config = tiny_config(digits_data_dir, "optim.warmup_min_depth=8", "run.log_every_steps=2",
                          steps=40, name="warmup")
-    run_dir = run_dir_for(tmp_path, config)
-    summary = train_and_evaluate(config, run_dir, stop=threading.Event())
+    run_dir = RunDirectory.of(tmp_path, config).path
+    summary = train_run(config, run_dir, stop=threading.Event())
     rows = [r for r in metric_rows(run_dir) if r["type"] == "train"]
     first_below = next(r["step"] for r in rows if r["train_error"] < 0.8)
     assert summary["warmup_switch_step"] == first_below
@@ -178,13 +178,13 @@ def test_eval_uses_the_single_original_view(tmp_path, digits_data_dir):
     data = load_dataset(config.data)
     from resdepth.models.network import build_model
     from resdepth.training.sources import DeviceResidentSource
-    from resdepth.training.loop import model_spec
+    from resdepth.training.step import model_spec
 
     mesh = make_mesh()
     graphdef, state = steps.init_state(config, build_model(model_spec(config, 10), 0, 1), mesh)
     source = DeviceResidentSource(config, mesh, data)
     source.compile(graphdef, 0)
-    error = source.evaluate(state)["test_error"]
+    error = source.evaluate(state, graphdef)["test_error"]
     # The same numbers by hand: the model on the mean-subtracted, unaugmented test images.
     from flax import nnx
     model = nnx.merge(graphdef, state.params, state.batch_stats)
@@ -203,8 +203,8 @@ def test_data_order_follows_seed_and_step_alone():
 
 def test_forced_nan_is_reported_as_diverged(tmp_path, digits_data_dir):
     config = tiny_config(digits_data_dir, "optim.learning_rate=1e30", steps=20, name="nan")
-    run_dir = run_dir_for(tmp_path, config)
-    summary = train_and_evaluate(config, run_dir, stop=threading.Event())
+    run_dir = RunDirectory.of(tmp_path, config).path
+    summary = train_run(config, run_dir, stop=threading.Event())
     assert summary["status"] == "diverged" and summary["steps_done"] < 20
     saved = json.loads((run_dir / "summary.json").read_text())
     assert saved["status"] == "diverged" and "loss became" in saved["message"]
@@ -217,7 +217,7 @@ FOUR_DEVICE_SCRIPT = textwrap.dedent("""
     from resdepth.training import step as steps
     from resdepth.config import load_config, parse_override
     from resdepth.models.network import build_model
-    from resdepth.training.loop import model_spec
+    from resdepth.training.step import model_spec
     from resdepth.training.mesh import batch_sharded, make_mesh, replicated, to_global as _to_global
     assert jax.device_count() == 4
     # Batch 128 in BatchNorm groups of 64 (the paper's two GPUs): on 4 devices each group

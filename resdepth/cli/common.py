@@ -12,10 +12,9 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from rich.console import Console
 
+from resdepth.dataset_facts import family_of
 from resdepth.errors import InvalidChoice
 
-from resdepth.models.architectures import (
-    check_shortcut, family_of, stage_plan)
 
 def examples(*commands: str) -> str:
     """A --help epilog of real commands, one paragraph each, so neither Click nor Rich
@@ -128,6 +127,19 @@ def _prepare_runtime(data: Any = None) -> None:
 
 
 
+def parse_integers(text: str, option: str) -> list[int]:
+    """'20,56,110' -> [20, 56, 110], or InvalidChoice naming `option` ("--depths", "--seeds").
+
+    Only the parse: what the integers may be is config validation's (config.RULES)."""
+    try:
+        numbers = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InvalidChoice(f"{option} must be comma-separated integers, got {text!r}") from None
+    if not numbers:
+        raise InvalidChoice(f"{option} must name at least one integer, got {text!r}")
+    return numbers
+
+
 def _print_json(document: Any) -> None:
     """One JSON document on stdout, unstyled (for --json); anything else goes to stderr."""
     import json
@@ -141,7 +153,7 @@ def _build_config(experiment: Optional[str], dataset: Optional[str], overrides: 
     from resdepth.config import load_config, parse_override
 
     if dataset is not None:
-        family_of(dataset)
+        family_of(dataset)  # "unknown dataset", before it is taken for an experiment's name
     name = experiment or dataset or "cifar10"  # each dataset has an experiment of its name
     parsed = [parse_override(text) for text in overrides]
     cli = {}
@@ -149,9 +161,5 @@ def _build_config(experiment: Optional[str], dataset: Optional[str], overrides: 
         if value is not None:
             section, key = path.split(".")
             cli.setdefault(section, {})[key] = value
-    config = load_config(name, [cli, *parsed] if cli else parsed)
-    family = family_of(config.data.dataset)
-    config.model.shortcut = check_shortcut(config.model.shortcut)
-    stage_plan(family, config.model.depth, config.data.dataset)
-    return config
+    return load_config(name, [cli, *parsed] if cli else parsed)  # validated as it loads
 

@@ -6,8 +6,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from resdepth.models.architectures import parse_depths
-from resdepth.cli.common import (app, console, examples, user_errors, _print_json)
+from resdepth.cli.common import (app, console, examples, parse_integers, user_errors, _print_json)
 
 
 # --------------------------------------------------------------------------------------- info
@@ -21,9 +20,9 @@ def info(
     json_: Annotated[bool, typer.Option("--json", help="print the rows as JSON on stdout, nothing else")] = False,
 ) -> None:
     """Depth, weighted layers, parameters and multiply-adds per image, beside the paper's."""
-    from resdepth.models.catalog import catalog
+    from resdepth.results.catalog import catalog
 
-    nets = catalog(dataset, parse_depths(depths) if depths else None, shortcut)
+    nets = catalog(dataset, parse_integers(depths, "--depths") if depths else None, shortcut)
     if json_:
         _print_json(nets.to_dict())
         return

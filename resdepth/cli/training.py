@@ -1,15 +1,13 @@
 """`resdepth config`, `train` and `sweep`: the commands that build a config and train it."""
 
 
-import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
 
-from resdepth.models.architectures import (
-    parse_depths)
+from resdepth.cli.common import parse_integers
 from resdepth.cli.display import RunDisplay
 from resdepth.errors import InvalidChoice
 from resdepth.cli.common import (app, console, errors, examples, user_errors, _print_json, _build_config, _prepare_runtime)
@@ -114,9 +112,9 @@ def train(
         "data.data_dir": data_dir, "data.manual_dir": manual_dir, "data.val_split": val_split,
         "run.tag": tag, "run.tensorboard": tensorboard or None})
     from resdepth.training.session import train_run
-    from resdepth.training.sweep import run_dir_for
+    from resdepth.rundir.directory import RunDirectory
 
-    run_dir = run_dir_for(out, config)
+    run_dir = RunDirectory.of(out, config).path
 
     def starting() -> None:  # the run is checked and free: now TensorFlow and JAX start
         _say_scaled(scaled)
@@ -156,73 +154,40 @@ def sweep(
     set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="override any config field: section.key=value")] = None,
 ) -> None:
     """Train every (architecture, depth, seed) of a grid; skips finished runs, resumes the rest."""
-    overrides = {"data.dataset": dataset, "data.data_dir": data_dir, "run.tag": tag,
-                 "run.tensorboard": tensorboard or None, "sweep.pack": pack}
-    config, scaled = _config_for_steps(experiment, dataset, set_ or [], steps, **overrides)
-    if depths:
-        config.sweep.depths = parse_depths(depths)
-        config.sweep.depths_by_arch = {}
-    if arch:
-        config.sweep.archs = list(dict.fromkeys(a.strip() for a in arch.split(",") if a.strip()))
-    if seeds:
-        config.sweep.seeds = parse_depths(seeds)
-        config.sweep.seeds_by_depth = {}
-    from resdepth.config import validate
-
-    validate(config)  # the grid options above changed the config after it was built
-    from resdepth.training import sweep as sweeping
-
-    points = sweeping.expand_grid(config)  # a point named twice is one run
-    if shard_:
-        grid_size = len(points)
-        index, count, found = sweeping.resolve_shard(shard_)
-        points = sweeping.shard(points, index, count)
-        errors.print(f"{found}: {len(points)} of {grid_size} runs", highlight=False, soft_wrap=True)
-        if not points:
-            errors.print(f"[yellow]warning:[/yellow] shard {index}/{count} has no runs: the grid has "
-                         f"only {grid_size}; use at most {grid_size} parts", highlight=False, soft_wrap=True)
+    grid = {"sweep.depths": parse_integers(depths, "--depths") if depths is not None else None,
+            "sweep.depths_by_arch": {} if depths is not None else None,
+            "sweep.archs": list(dict.fromkeys(a.strip() for a in arch.split(",") if a.strip()))
+                           if arch else None,
+            "sweep.seeds": parse_integers(seeds, "--seeds") if seeds is not None else None,
+            "sweep.seeds_by_depth": {} if seeds is not None else None}
+    config, scaled = _config_for_steps(experiment, dataset, set_ or [], steps, **{
+        "data.dataset": dataset, "data.data_dir": data_dir, "run.tag": tag,
+        "run.tensorboard": tensorboard or None, "sweep.pack": pack, **grid})
     if json_ and not dry_run:
         raise InvalidChoice("--json goes with --dry-run (a sweep's progress is not JSON)")
     if gpu and not dry_run:
         raise InvalidChoice("--gpu goes with --dry-run (it picks the rates of the estimate)")
+    from resdepth.training import sweep as sweeping
+
+    plan = sweeping.plan_sweep(config, shard_)
+    if plan.shard:
+        errors.print(f"{plan.shard}: {len(plan.points)} of {plan.grid_size} runs", highlight=False,
+                     soft_wrap=True)
+        if not plan.points:
+            errors.print(f"[yellow]warning:[/yellow] {plan.shard.split(' from ')[0]} has no runs: the "
+                         f"grid has only {plan.grid_size}; use at most {plan.grid_size} parts",
+                         highlight=False, soft_wrap=True)
     _say_scaled(scaled)
     if dry_run:
-        _show_dry_run(config, points, out, json_, gpu)
+        _show_dry_run(config, plan.points, out, json_, gpu)
         return
-    if not points:
-        return  # an empty shard (warned above): nothing to train, no folder to make
-    from resdepth.rundir.files import ensure_writable
-    from resdepth.rundir.lock import removed_if_left_empty
-
-    # A sweep that fails before training (no dataset, say) leaves no empty folder behind.
-    with removed_if_left_empty(out / config.name):
-        ensure_writable(out / config.name)
-        _prepare_runtime(config.data)
-        from resdepth.training.loop import stop_on_signals
-
-        started = time.time()
-        shown: list[RunDisplay] = []  # the current run's display, closed even if its run crashed
-
-        def on_run(point, run_config, run_dir):
-            display = RunDisplay(run_dir.name, run_dir, run_config.data.dataset)
-            shown.append(display.__enter__())
-
-            def closing_sink(event):  # packed seeds train together: each display ends with its run
-                display(event)
-                if event.kind in ("end", "already_completed"):
-                    display.__exit__(None, None, None)
-
-            return closing_sink
-
-        with stop_on_signals() as stop:
-            try:
-                summaries = sweeping.run_sweep(config, points, out, on_run, stop, on_note=_skipped_note,
-                                               config_notes=_config_notes(scaled))
-            finally:
-                while shown:
-                    shown.pop().__exit__(None, None, None)
-    _show_sweep_table(config.name, summaries, len(points), time.time() - started)
-    if any(s.get("status") == "interrupted" for s in summaries):
+    outcome = sweeping.sweep(
+        plan, out, lambda run_config, run_dir: RunDisplay(run_dir.name, run_dir, run_config.data.dataset),
+        on_note=_skipped_note, prepare=lambda: _prepare_runtime(config.data),
+        config_notes=_config_notes(scaled))
+    if plan.points:
+        _show_sweep_table(config.name, outcome.summaries, len(plan.points), outcome.seconds)
+    if outcome.interrupted:
         raise typer.Exit(130)
 
 

@@ -14,16 +14,17 @@ import threading
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from resdepth.dataset_facts import NUM_CLASSES
 from resdepth.errors import InvalidChoice
-from resdepth.config import DataConfig
+
+if TYPE_CHECKING:  # a type hint only: loading data runs none of config's code
+    from resdepth.config import DataConfig
 
 TFDS_NAMES = {"cifar10": "cifar10", "digits": "resdepth_digits"}
-NUM_CLASSES = {"cifar10": 10, "digits": 10, "imagenet": 1000}
-IMAGE_SIZE_PIXELS = {"cifar10": 32, "digits": 8, "imagenet": 224}  # training input side
-IN_CHANNELS = {"cifar10": 3, "digits": 1, "imagenet": 3}
 VALIDATION_FRACTION_PERCENT = 10  # the paper's 45k/5k split of CIFAR-10's 50k training images
 # The archive TFDS's cifar10 builder fetches; probed before TFDS's downloader, which retries a
 # dead connection for minutes.

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from resdepth.data.datasets import DatasetUnavailable
+from resdepth.dataset_facts import IMAGE_SIZE_PIXELS
 
 if TYPE_CHECKING:
     import jax
@@ -48,8 +49,7 @@ if TYPE_CHECKING:
 
 TFDS_NAME = "imagenet2012"
 ARCHIVES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
-NUM_CLASSES = 1000
-IMAGE_SIZE = 224  # side of the training crop, pixels
+IMAGE_SIZE = IMAGE_SIZE_PIXELS["imagenet"]  # side of the training crop, pixels
 SCALE_RANGE = (256, 480)  # §3.4: shorter side resized to a random S in this range, inclusive
 TEST_SHORTER_SIDE = 256  # single centre view: shorter side 256, centre 224 crop
 IMAGENET_RGB_MEAN = (123.68, 116.78, 103.94)  # per-channel mean of the training set, 0-255

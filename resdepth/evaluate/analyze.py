@@ -16,15 +16,15 @@ import numpy as np
 from flax import nnx
 
 from resdepth.errors import InvalidChoice
-from resdepth.models.architectures import family_of
+from resdepth.dataset_facts import family_of
 from resdepth.data.datasets import load_dataset
-from resdepth.rundir.files import RESPONSES_FILE, write_json
-from resdepth.evaluate.trained import load_trained_run, run_config
+from resdepth.rundir.directory import RunDirectory
+from resdepth.evaluate.trained import load_trained_run
 
 
 def analyze_run(run_dir: Path, data_dir: str | None = None) -> dict[str, Any]:
     """Measures and saves `layer_responses.json` for a trained run; returns its content."""
-    config = run_config(run_dir, data_dir)
+    config = RunDirectory(run_dir).trained_config(data_dir)
     if family_of(config.data.dataset) != "cifar":
         raise InvalidChoice(f"{run_dir}: Figure 7 is measured on CIFAR-family runs only")
     data = load_dataset(config.data)
@@ -53,7 +53,7 @@ def analyze_run(run_dir: Path, data_dir: str | None = None) -> dict[str, Any]:
               "depth": config.model.depth, "dataset": config.data.dataset,
               "step": run.step,
               "layers": [{"index": i, "name": n, "std": s} for i, (n, s) in enumerate(zip(names, stds))]}
-    write_json(run_dir / RESPONSES_FILE, result)
+    RunDirectory(run_dir).write_responses(result)
     return result
 
 

@@ -13,12 +13,10 @@ from typing import Any
 import numpy as np
 
 from resdepth.errors import InvalidChoice
-from resdepth.models.architectures import family_of
-from resdepth.rundir.files import write_json
+from resdepth.dataset_facts import family_of
+from resdepth.rundir.directory import RESULT_FILES, RunDirectory
 from resdepth.training.step import make_logits_step
-from resdepth.evaluate.trained import load_trained_run, run_config
-
-RESULT_FILES = {"10crop": "tencrop.json", "multiscale": "multiscale.json"}
+from resdepth.evaluate.trained import load_trained_run
 
 
 def evaluate_run(run_dir: Path, mode: str, data_dir: str | None = None,
@@ -28,7 +26,7 @@ def evaluate_run(run_dir: Path, mode: str, data_dir: str | None = None,
 
     if mode not in RESULT_FILES:
         raise InvalidChoice(f"unknown test mode {mode!r}; choose 10crop or multiscale")
-    config = run_config(run_dir, data_dir)
+    config = RunDirectory(run_dir).trained_config(data_dir)
     if family_of(config.data.dataset) != "imagenet":
         raise InvalidChoice(f"{run_dir}: 10-crop and multi-scale testing are for ImageNet runs")
     if manual_dir is not None:
@@ -46,5 +44,5 @@ def evaluate_run(run_dir: Path, mode: str, data_dir: str | None = None,
              "center_top1_error": center["top1_error"], "center_top5_error": center["top5_error"],
              "count": result["count"], "step": run.step, "mode": mode,
              "scales": list(multicrop.TEST_SCALES) if mode == "multiscale" else [256]}
-    write_json(run_dir / RESULT_FILES[mode], saved)
+    RunDirectory(run_dir).write_result(mode, saved)
     return saved

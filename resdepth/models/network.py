@@ -22,10 +22,12 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax import lax
 
-from resdepth.models.architectures import BlockKind, StagePlan, stage_plan
+from resdepth.dataset_facts import BlockKind
+from resdepth.models.architectures import StagePlan, stage_plan
 from resdepth.models.cpu_conv import KEEP_CONV_OUTPUTS, conv_function, cpu_conv
 from resdepth.runtime.backend import current_backend
 
@@ -156,19 +158,50 @@ class GroupedBatchNorm(nnx.BatchNorm):
         return y.reshape(x.shape).astype(self.dtype)
 
 
+@dataclasses.dataclass(frozen=True)
+class Lanes:
+    """S nets of one shape computed as one net, side by side in the channels (training/packing/).
+
+    Every layer's channels are the S nets' channel blocks in order, lane s's in block s: each
+    convolution is built with `feature_group_count = S` (kernel (kh, kw, cin, S * cout)) and
+    computed by `convolution` (a grouped convolution, or a dense one with a block-diagonal
+    kernel); BatchNorm is per channel, so per lane; option A's shortcut pads each lane's block;
+    the dense head computes each lane's logits from its own features. The state of such a net
+    has the paths of the single net's, each leaf the S nets' leaves joined on the last axis.
+
+    residual: per lane, whether it adds its shortcuts (plain and residual nets of one depth
+      have the same layers with option A's parameter-free shortcut).
+    convolution: a drop-in for `lax.conv_general_dilated` as flax's Conv calls it.
+    keep_conv_outputs_only: the CPU's remat policy for scanned blocks (cpu_conv.CONV_OUTPUT).
+    """
+
+    residual: tuple[bool, ...]
+    convolution: Any
+    keep_conv_outputs_only: bool = False
+
+    @property
+    def count(self) -> int:
+        return len(self.residual)
+
+
 class ConvBN(nnx.Module):
-    """Convolution without bias followed by BatchNorm (the paper puts BN after every conv)."""
+    """Convolution without bias followed by BatchNorm (the paper puts BN after every conv).
+
+    With `lanes` > 1 the features are per lane (see Lanes): (B, H, W, lanes * in_features) ->
+    (B, H', W', lanes * out_features)."""
 
     def __init__(self, in_features: int, out_features: int, kernel: int, stride: int,
                  dtype: jnp.dtype, *, rngs: nnx.Rngs, bn_group_size: int = 0,
-                 conv: Any = lax.conv_general_dilated, precision: lax.Precision | None = None):
-        self.conv = nnx.Conv(in_features, out_features, (kernel, kernel), strides=stride,
-                             padding=paper_padding(kernel), use_bias=False, kernel_init=HE_NORMAL,
-                             dtype=dtype, param_dtype=jnp.float32, precision=precision,
+                 conv: Any = lax.conv_general_dilated, precision: lax.Precision | None = None,
+                 lanes: int = 1):
+        self.conv = nnx.Conv(lanes * in_features, lanes * out_features, (kernel, kernel),
+                             strides=stride, padding=paper_padding(kernel), use_bias=False,
+                             feature_group_count=lanes, kernel_init=HE_NORMAL, dtype=dtype,
+                             param_dtype=jnp.float32, precision=precision,
                              conv_general_dilated=conv, rngs=rngs)
         # BatchNorm normalizes in float32 whatever the compute dtype: its statistics are float32
         # and bfloat16 sums over a large batch lose precision; the next conv casts back.
-        self.norm = GroupedBatchNorm(out_features, bn_group_size, momentum=BN_MOMENTUM,
+        self.norm = GroupedBatchNorm(lanes * out_features, bn_group_size, momentum=BN_MOMENTUM,
                                      epsilon=BN_EPSILON, dtype=jnp.float32,
                                      param_dtype=jnp.float32, rngs=rngs)
 
@@ -182,14 +215,20 @@ def response_moments(y: jax.Array) -> jax.Array:
     return jnp.stack([jnp.mean(y), jnp.mean(jnp.square(y))])
 
 
-def zero_pad_shortcut(x: jax.Array, stride: int, out_features: int) -> jax.Array:
-    """Option A: subsample by `stride` and zero-pad the new channels; no parameters."""
+def zero_pad_shortcut(x: jax.Array, stride: int, out_features: int, lanes: int = 1) -> jax.Array:
+    """Option A: subsample by `stride` and zero-pad the new channels (of each lane's block, out
+    to `out_features` per lane); no parameters."""
     if stride > 1:
         x = x[:, ::stride, ::stride, :]
-    extra = out_features - x.shape[-1]
-    if extra > 0:
-        x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra)))
-    return x
+    extra = out_features - x.shape[-1] // lanes
+    if extra <= 0:
+        return x
+    if lanes == 1:
+        return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra)))
+    batch, height, width, channels = x.shape
+    x = x.reshape(batch, height, width, lanes, channels // lanes)
+    x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, 0), (0, extra)))
+    return x.reshape(batch, height, width, lanes * out_features)
 
 
 class Block(nnx.Module):
@@ -197,16 +236,21 @@ class Block(nnx.Module):
 
     `__call__` maps (batch, H, W, in_features) to (batch, H/stride, W/stride, out_features) and
     also returns the moments of each 3x3 conv's BN output, shape (number of 3x3 convs, 2).
+    `lanes`: per lane whether it is residual, for S nets side by side (Lanes); None: one net.
     """
 
     def __init__(self, in_features: int, width: int, stride: int, kind: BlockKind,
                  residual: bool, shortcut: Shortcut, dtype: jnp.dtype, *, rngs: nnx.Rngs,
                  bn_group_size: int = 0, conv: Any = lax.conv_general_dilated,
-                 precision: lax.Precision | None = None):
+                 precision: lax.Precision | None = None, lanes: tuple[bool, ...] | None = None):
         self.kind = kind
-        self.residual = residual
+        self.residual = residual if lanes is None else any(lanes)
+        # Which lanes add their shortcut, where only some do (None: all or none).
+        self.adding_lanes = None if lanes is None or all(lanes) or not any(lanes) else lanes
+        self.lanes = 1 if lanes is None else len(lanes)
         self.stride = stride
-        norm = {"rngs": rngs, "bn_group_size": bn_group_size, "conv": conv, "precision": precision}
+        norm = {"rngs": rngs, "bn_group_size": bn_group_size, "conv": conv, "precision": precision,
+                "lanes": self.lanes}
         if kind == "basic":
             self.out_features = width
             self.layers = nnx.List([
@@ -224,7 +268,10 @@ class Block(nnx.Module):
             ])
             self.response_layers = (1,)
         grows = stride != 1 or in_features != self.out_features
-        project = residual and (shortcut == "C" or (shortcut == "B" and grows))
+        project = self.residual and (shortcut == "C" or (shortcut == "B" and grows))
+        if project and self.adding_lanes is not None:
+            raise ValueError(f"plain and residual nets are side by side only where they have the "
+                             f"same layers: shortcut {shortcut} projects, plain nets do not")
         self.projection = (ConvBN(in_features, self.out_features, 1, stride, dtype, **norm)
                            if project else None)
 
@@ -238,9 +285,14 @@ class Block(nnx.Module):
                 y = nnx.relu(y)
         if self.residual:
             if self.projection is not None:
-                y = y + self.projection(x, train)
+                added = y + self.projection(x, train)
             else:
-                y = y + zero_pad_shortcut(x, self.stride, self.out_features).astype(y.dtype)
+                added = y + zero_pad_shortcut(x, self.stride, self.out_features,
+                                              self.lanes).astype(y.dtype)
+            if self.adding_lanes is None:
+                y = added
+            else:  # a 0/1 choice per lane's channel block
+                y = jnp.where(np.repeat(np.asarray(self.adding_lanes), self.out_features), added, y)
         return nnx.relu(y), jnp.stack(moments)
 
 
@@ -248,18 +300,20 @@ class Stage(nnx.Module):
     """A first block (which may change the shape) then `num_blocks - 1` identical scanned blocks."""
 
     def __init__(self, in_features: int, width: int, stride: int, num_blocks: int,
-                 spec: ModelSpec, dtype: jnp.dtype, *, rngs: nnx.Rngs):
+                 spec: ModelSpec, dtype: jnp.dtype, *, rngs: nnx.Rngs, lanes: Lanes | None = None):
         kind = spec.plan.block_kind
-        conv = spec.convolution
+        conv = spec.convolution if lanes is None else lanes.convolution
         precision = arithmetic(spec.compute_dtype)[1]
+        block = {"bn_group_size": spec.bn_group_size, "conv": conv, "precision": precision,
+                 "lanes": None if lanes is None else lanes.residual}
         self.first = Block(in_features, width, stride, kind, spec.residual, spec.shortcut,
-                           dtype, rngs=rngs, bn_group_size=spec.bn_group_size, conv=conv,
-                           precision=precision)
+                           dtype, rngs=rngs, **block)
         self.out_features = self.first.out_features
         self.remat = spec.remat
         # On CPU the scanned blocks keep only their convolutions' outputs for the backward pass
         # (see cpu_conv.CONV_OUTPUT): faster there, and within float rounding of storing all.
-        self.keep_conv_outputs_only = conv is cpu_conv
+        self.keep_conv_outputs_only = (conv is cpu_conv if lanes is None
+                                       else lanes.keep_conv_outputs_only)
         self.num_repeated = num_blocks - 1
         if self.num_repeated == 0:
             self.repeated = None
@@ -271,8 +325,7 @@ class Stage(nnx.Module):
         @nnx.vmap(in_axes=(0,), out_axes=0)
         def make_blocks(block_rngs: nnx.Rngs) -> Block:
             return Block(out_features, width, 1, kind, spec.residual, spec.shortcut, dtype,
-                         rngs=block_rngs, bn_group_size=spec.bn_group_size, conv=conv,
-                         precision=precision)
+                         rngs=block_rngs, **block)
 
         self.repeated = make_blocks(rngs)
 
@@ -295,34 +348,39 @@ class Stage(nnx.Module):
 
 
 class ResNet(nnx.Module):
-    """A plain or residual network of the CIFAR (§4.2) or ImageNet (Table 1) family."""
+    """A plain or residual network of the CIFAR (§4.2) or ImageNet (Table 1) family; with
+    `lanes`, S such nets of one depth side by side as one net (see Lanes)."""
 
-    def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, in_channels: int = 3):
+    def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, in_channels: int = 3,
+                 lanes: Lanes | None = None):
         self.spec = spec
+        self.lanes = 1 if lanes is None else lanes.count
         plan = spec.plan
         dtype, precision = arithmetic(spec.compute_dtype)
-        self.dtype = dtype
+        self.dtype, self.precision = dtype, precision
+        conv = spec.convolution if lanes is None else lanes.convolution
+        stem = {"rngs": rngs, "bn_group_size": spec.bn_group_size, "conv": conv,
+                "precision": precision, "lanes": self.lanes}
         if spec.dataset_family == "cifar":
-            self.stem = ConvBN(in_channels, plan.stem_features, 3, 1, dtype, rngs=rngs,
-                               bn_group_size=spec.bn_group_size, conv=spec.convolution,
-                               precision=precision)
+            self.stem = ConvBN(in_channels, plan.stem_features, 3, 1, dtype, **stem)
         else:
-            self.stem = ConvBN(in_channels, plan.stem_features, 7, 2, dtype, rngs=rngs,
-                               bn_group_size=spec.bn_group_size, conv=spec.convolution,
-                               precision=precision)
+            self.stem = ConvBN(in_channels, plan.stem_features, 7, 2, dtype, **stem)
         stages, features = [], plan.stem_features
         for index, (width, num_blocks) in enumerate(zip(plan.widths, plan.stage_sizes)):
             stride = 1 if index == 0 else 2
-            stage = Stage(features, width, stride, num_blocks, spec, dtype, rngs=rngs)
+            stage = Stage(features, width, stride, num_blocks, spec, dtype, rngs=rngs, lanes=lanes)
             stages.append(stage)
             features = stage.out_features
         self.stages = nnx.List(stages)
-        self.head = nnx.Linear(features, spec.num_classes, kernel_init=HE_NORMAL,
+        # Each lane's dense layer is its block of the kernel's columns: (features, lanes * classes).
+        self.head = nnx.Linear(features, self.lanes * spec.num_classes, kernel_init=HE_NORMAL,
                                dtype=jnp.float32, param_dtype=jnp.float32, precision=precision,
                                rngs=rngs)
 
     def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
-        """images (batch, H, W, C), mean-subtracted -> logits (batch, num_classes), float32."""
+        """images (batch, H, W, C), mean-subtracted -> logits (batch, num_classes), float32;
+        with lanes (batch, H, W, lanes * C), lane s's in channel block s -> (batch, lanes,
+        num_classes)."""
         return self.forward_with_responses(images, train)[0]
 
     def forward_with_responses(self, images: jax.Array, train: bool = False
@@ -342,7 +400,20 @@ class ResNet(nnx.Module):
             x, moments = stage(x, train)
             responses.append(moments)
         features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-        return self.head(features), responses
+        return self._logits(features), responses
+
+    def _logits(self, features: jax.Array) -> jax.Array:
+        """(B, F) -> (B, classes); with lanes (B, lanes * F) -> (B, lanes, classes), each lane's
+        logits from its own features."""
+        if self.lanes == 1:
+            return self.head(features)
+        batch, width = features.shape
+        kernel = self.head.kernel[...]
+        classes = kernel.shape[-1] // self.lanes
+        logits = jnp.einsum("bsf,fsk->bsk", features.reshape(batch, self.lanes, width // self.lanes),
+                            kernel.reshape(kernel.shape[0], self.lanes, classes),
+                            precision=self.precision)
+        return logits + self.head.bias[...].reshape(self.lanes, classes)
 
 
 def build_model(spec: ModelSpec, seed: int = 0, in_channels: int = 3) -> ResNet:

@@ -21,9 +21,10 @@ from typing import Any
 
 from resdepth.rundir import identity as run_identity
 from resdepth.results.reading import (
-    TEST, VALIDATION, RunGroup, RunRecord, group_runs, load_runs, name_variants,
-    require_experiments)
-from resdepth.rundir.files import write_bytes_atomically
+    RunGroup, group_runs, load_runs, name_variants, require_experiments)
+from resdepth.rundir.record import RunRecord
+from resdepth.rundir.storage import write_bytes_atomically
+from resdepth.rundir.summary import TEST, VALIDATION
 
 FORMATS = ("png", "svg")
 PNG_DPI = 150

@@ -16,10 +16,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from resdepth.errors import InvalidChoice
-from resdepth.rundir.files import CONFIG_FILE
-from resdepth.rundir.record import (  # noqa: F401  (the record's types, for the readers here)
-    COMPLETED, DAMAGED, TEST, VALIDATION, EvalPoint, RunRecord, TopErrors, TrainPoint,
-    build_record, find_run_dirs, is_run_dir, read_run)
+from resdepth.rundir.directory import RunDirectory
+from resdepth.rundir.record import RunRecord, find_run_dirs, is_run_dir, read_run
+from resdepth.rundir.summary import TEST
 
 
 class NoRunsFound(InvalidChoice):
@@ -157,8 +156,8 @@ def run_dirs_in(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
         if path.is_file():
             files.append(path)
             continue
-        found = [path] if (path / CONFIG_FILE).is_file() else find_run_dirs(path)
-        runs.update((run, None) for run in found if (run / CONFIG_FILE).is_file())
+        found = [path] if RunDirectory(path).config_path.is_file() else find_run_dirs(path)
+        runs.update((run, None) for run in found if RunDirectory(run).config_path.is_file())
     if not runs:
         named = ", ".join(str(p) for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
         raise NoRunsFound(f"no run directories in {named} (a run directory holds config.json)")

@@ -23,9 +23,11 @@ from typing import Any
 
 from resdepth.results import plots
 from resdepth.rundir import identity as run_identity
-from resdepth.results.reading import (
-    COMPLETED, TEST, VALIDATION, RunRecord, load_runs, require_experiments)
-from resdepth.rundir.files import code_version, write_bytes_atomically
+from resdepth.results.reading import load_runs, require_experiments
+from resdepth.rundir.directory import code_version
+from resdepth.rundir.record import RunRecord
+from resdepth.rundir.storage import write_bytes_atomically
+from resdepth.rundir.summary import COMPLETED, TEST, VALIDATION
 from resdepth.results.tables import MISSING, Table, experiment_tables, format_percent
 
 REPORT_FILE = "report.html"

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from resdepth.results.reading import require_experiments
-from resdepth.rundir.record import COMPLETED, DAMAGED, RunRecord, find_run_dirs, read_run
+from resdepth.rundir.record import RunRecord, find_run_dirs, read_run
+from resdepth.rundir.summary import COMPLETED, DAMAGED
 
 
 @dataclasses.dataclass(frozen=True)

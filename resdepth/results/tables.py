@@ -19,9 +19,10 @@ from pathlib import Path
 from resdepth.results import paper as paper_figures
 from resdepth.rundir import identity as run_identity
 from resdepth.results.reading import (
-    TEST, VALIDATION, RunGroup, RunRecord, Stat, group_runs, load_runs, require_experiments,
-    summarize)
-from resdepth.rundir.files import write_bytes_atomically
+    RunGroup, Stat, group_runs, load_runs, require_experiments, summarize)
+from resdepth.rundir.record import RunRecord
+from resdepth.rundir.storage import write_bytes_atomically
+from resdepth.rundir.summary import TEST, VALIDATION
 
 MISSING = "—"
 TABLE_FILE = "table.md"

@@ -1,16 +1,17 @@
-"""One experiment from start (or its latest checkpoint) to summary.json.
+"""Trains runs that are already open (training/session.py checked and claimed them) from their
+start or latest checkpoint to summary.json.
 
-`train_and_evaluate(config, run_dir, on_event)` owns every side effect of a run: loading data,
-the compiled steps of `training/step.py`, metrics.jsonl, evaluations, Orbax checkpoints, the warm-up
-switch, divergence and interruption. It never prints: progress goes to `on_event` as
-`Event`s, which the CLI renders.
+`train_and_evaluate(config, run_dir, on_event)` trains one run; `train_runs` several together,
+through a `Trainer` (training/trainer.py: one run alone, or what the sweep plugs in). The loop owns
+the side effects of training: loading data, the compiled steps of `training/step.py`,
+metrics.jsonl, evaluations, Orbax checkpoints, the warm-up switch, divergence and interruption.
+It never prints: progress goes to `on_event` as `Event`s, which the CLI renders.
 
-`train_runs` goes through these phases, one function each (a packed session runs several seeds
-through each of them together):
+`train_runs` goes through these phases, one function each (runs trained together go through
+each of them together):
 
-  _skip_finished     a run whose summary says "completed" is returned untouched
   _open_session      data, models, and each state restored from its newest readable checkpoint
-                     (seeds saved at different iterations fall back to training alone)
+                     (runs saved at different iterations fall back to training one at a time)
   _Session.start     the metrics after the checkpoint dropped, "start" events, warm-up bookkeeping
   _Session.train     the iterations; after each call, where their intervals fall:
                        _log         a "train" row per run (divergence, the warm-up switch)
@@ -34,34 +35,20 @@ import jax
 import jax.numpy as jnp
 
 from resdepth.errors import InvalidChoice
-from resdepth.models.architectures import family_of
-from resdepth.training.checkpoints import Checkpointer, abstract_like
+from resdepth.rundir.checkpoints import Checkpointer, abstract_like
 from resdepth.models.complexity import count_params
 from resdepth.config import ExperimentConfig
-from resdepth.models.network import ModelSpec, build_model
-from resdepth.rundir.files import (
-    CONFIG_FILE, METRICS_FILE, MetricsLog, check_same_run, code_version,
-    ensure_writable, write_json)
-from resdepth.rundir.identity import (
-    PRECISION_NAMES, PRECISION_NAMES_KEY, fingerprint, recipe_fingerprint)
-from resdepth.rundir.record import Summary, completed_summary
+from resdepth.models.network import build_model
+from resdepth.rundir.directory import RunDirectory
+from resdepth.rundir.identity import fingerprint
+from resdepth.rundir.metrics import MetricsLog
+from resdepth.rundir.summary import Summary
 from resdepth.training import step as steps
 from resdepth.training.events import Event, EventSink
-from resdepth.training.mesh import host_value, make_mesh, replicated_scalar
-from resdepth.models.packed import packed_graphdef
-from resdepth.training.packing import (
-    formulation as pack_formulation, mixes_architectures, pack_states, replace_per_seed,
-    seed_slice, seed_values)
+from resdepth.training.mesh import make_mesh
 from resdepth.training.sources import make_source
-from resdepth.training.processes import maybe_initialize_distributed  # noqa: F401  (its old home)
+from resdepth.training.trainer import Alone, Trainer, TrainerFactory
 from resdepth.runtime.backend import current_backend
-
-
-def model_spec(config: ExperimentConfig, num_classes: int, backend: str = "") -> ModelSpec:
-    """The net of `config`, built for `backend` ("": the one this process computes on)."""
-    model = config.model
-    return ModelSpec(family_of(config.data.dataset), model.depth, model.residual, model.shortcut,
-                     num_classes, model.compute_dtype, model.remat, model.bn_group_size, backend)
 
 
 def warmup_should_end(warmup_active: bool, interval_train_error: float, threshold: float) -> bool:
@@ -87,25 +74,12 @@ def stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def _save_config(run_dir: Path, config: ExperimentConfig, writes: bool) -> None:
-    if writes and not (run_dir / CONFIG_FILE).exists():
-        settings = config.to_dict()
-        write_json(run_dir / CONFIG_FILE, {
-            "config": settings, "fingerprint": fingerprint(settings),
-            "recipe_fingerprint": recipe_fingerprint(settings),
-            PRECISION_NAMES_KEY: PRECISION_NAMES, "code_version": code_version(),
-            "jax_version": jax.__version__, "devices": [str(d) for d in jax.devices()]})
-
-
-def _validate(config: ExperimentConfig) -> None:
+def _check_devices(config: ExperimentConfig) -> None:
+    """The one setting that depends on the machine (config.py validated the rest)."""
     devices = jax.device_count()
     if config.optim.batch_size % devices:
         raise InvalidChoice(f"batch size {config.optim.batch_size} must be divisible by the "
                             f"{devices} devices that share it")
-    for name in ("total_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
-        section = config.optim if name == "total_steps" else config.run
-        if getattr(section, name) < 1:
-            raise InvalidChoice(f"{name} must be at least 1")
 
 
 @dataclasses.dataclass
@@ -137,12 +111,13 @@ class HostState:
 
 @dataclasses.dataclass
 class _Run:
-    """One run of a training session (a packed session has one per seed): its files, the
-    host-side bookkeeping that goes into checkpoints, and how it ended."""
+    """One run of a training session: its files, its net, the host-side bookkeeping that goes
+    into checkpoints, and how it ended."""
 
     config: ExperimentConfig
     run_dir: Path
     on_event: EventSink
+    graphdef: Any = None  # its net (plain or residual), which evaluates it
     checkpointer: Checkpointer | None = None
     metrics: MetricsLog | None = None
     host: HostState = dataclasses.field(default_factory=HostState)
@@ -166,112 +141,61 @@ class _Run:
 
 def train_and_evaluate(config: ExperimentConfig, run_dir: Path,
                        on_event: EventSink = lambda event: None,
-                       stop: threading.Event | None = None) -> dict[str, Any]:
-    """Runs (or resumes, or recognises as finished) one experiment; returns its summary.
-
-    A finished run (summary status "completed") is returned as it is, untouched.
-    """
-    return train_runs([config], [run_dir], [on_event], stop, packed=False)[0]
-
-
-def train_packed(configs: list[ExperimentConfig], run_dirs: list[Path], sinks: list[EventSink],
-                 stop: threading.Event | None = None) -> list[dict[str, Any]]:
-    """Trains several runs of one recipe in one compiled program (a pack); one summary per run.
-
-    The configs differ in `run.seed` and, where the pack's layout allows it, in
-    `model.residual` (plain-N beside ResNet-N). `sweep.pack_formulation` lays the pack out
-    (training/packing.py: a tuple of states, a vmapped stack, or one wide or grouped net);
-    each run keeps its own initialization, data order and augmentation, and its own run
-    directory, metrics, summary and checkpoints (in the single-run form), so each resumes
-    alone or in any pack.
-    """
-    return train_runs(configs, run_dirs, sinks, stop, packed=True)
+                       stop: threading.Event | None = None,
+                       config_notes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Trains (or resumes) one open run to its end, a stop or its divergence; its summary."""
+    return train_runs([config], [run_dir], [on_event], stop, config_notes=config_notes)[0]
 
 
 def train_runs(configs: list[ExperimentConfig], run_dirs: list[Path], sinks: list[EventSink],
-               stop: threading.Event | None, packed: bool) -> list[dict[str, Any]]:
-    """The training loop behind train_and_evaluate (one run) and train_packed (several): the
-    phases of this module's docstring, in order. One summary per run, in the order given."""
-    maybe_initialize_distributed()
-    summaries, runs = _skip_finished(configs, run_dirs, sinks)
-    if runs:
-        together = _train_together(list(runs.values()), stop, packed and len(runs) > 1)
-        summaries.update(zip(runs, together))
-    return [summaries[index] for index in range(len(configs))]
-
-
-def _skip_finished(configs: list[ExperimentConfig], run_dirs: list[Path], sinks: list[EventSink]
-                   ) -> tuple[dict[int, dict[str, Any]], dict[int, _Run]]:
-    """(the saved summaries of the completed runs, a _Run for each other), keyed by position.
-    Every run directory must be writable and belong to its config."""
-    finished: dict[int, dict[str, Any]] = {}
-    runs: dict[int, _Run] = {}
-    for index, (config, run_dir, sink) in enumerate(zip(configs, run_dirs, sinks)):
-        ensure_writable(run_dir)
-        check_same_run(run_dir, config)
-        previous = completed_summary(run_dir)
-        if previous is not None:
-            finished[index] = previous.to_json()
-        else:
-            runs[index] = _Run(config, run_dir, sink)
-    return finished, runs
-
-
-def _train_together(runs: list[_Run], stop: threading.Event | None, packed: bool
-                    ) -> list[dict[str, Any]]:
-    """`runs` (one, or the seeds of a pack) from their checkpoints to their summaries."""
-    session = _open_session(runs, packed)
+               stop: threading.Event | None, make_trainer: TrainerFactory = Alone,
+               config_notes: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Open runs trained together by the Trainer `make_trainer` builds (one run: Alone), through
+    the phases of this module's docstring; one summary per run, in the order given.
+    `config_notes` go into each run's config.json (how the run was started)."""
+    runs = [_Run(config, run_dir, sink) for config, run_dir, sink in zip(configs, run_dirs, sinks)]
+    session = _open_session(runs, make_trainer, config_notes)
     if session is None:
-        # Seeds saved at different iterations (a checkpoint of one was unreadable) cannot share
+        # Runs saved at different iterations (a checkpoint of one was unreadable) cannot share
         # a program: each goes on alone, which gives the same numbers.
-        return [train_runs([run.config], [run.run_dir], [run.on_event], stop, False)[0]
-                for run in runs]
+        return [train_runs([run.config], [run.run_dir], [run.on_event], stop,
+                           config_notes=config_notes)[0] for run in runs]
     session.start()
     with (stop_on_signals() if stop is None else contextlib.nullcontext(stop)) as flag:
         session.train(flag)
     return session.finish()
 
 
-def _open_session(runs: list[_Run], packed: bool) -> "_Session | None":
-    """The data source, the models and each run's state, restored from its newest readable
-    checkpoint (or fresh); config.json written. None when the states were saved at different
-    iterations (their checkpointers closed again)."""
+def _open_session(runs: list[_Run], make_trainer: TrainerFactory,
+                  config_notes: dict[str, Any] | None) -> "_Session | None":
+    """The trainer, the data source, the models and each run's state, restored from its newest
+    readable checkpoint (or fresh); config.json written. None when the states were saved at
+    different iterations (their checkpointers closed again)."""
     config = runs[0].config
-    _validate(config)
+    _check_devices(config)
     mesh, backend = make_mesh(), current_backend()  # the one place a run asks for its backend
-    layout = pack_formulation(config.sweep.pack_formulation, backend) if packed else None
-    if packed:
-        _check_packable(config, [run.config for run in runs], layout)
-    source = make_source(config, mesh, [run.config.run.seed for run in runs] if packed else None,
-                         backend, layout)
+    trainer = make_trainer([run.config for run in runs], mesh, backend)
+    source = make_source(config, mesh, backend)
     writes = jax.process_index() == 0
-    states, graphdefs = [], []
+    states = []
     for run in runs:
-        spec = model_spec(run.config, source.num_classes, backend)  # plain or residual, each
+        spec = steps.model_spec(run.config, source.num_classes, backend)
         model = build_model(spec, run.config.run.seed, in_channels=source.in_channels)
         run.params = count_params(model)
-        graphdef, state = steps.init_state(run.config, model, mesh)
-        graphdefs.append(graphdef)
+        run.graphdef, state = steps.init_state(run.config, model, mesh)
         del model
-        _save_config(run.run_dir, run.config, writes)
-        run.checkpointer = Checkpointer(run.run_dir, run.config.run.keep_checkpoints)
-        run.metrics = MetricsLog(run.run_dir / METRICS_FILE, enabled=writes)
+        files = RunDirectory(run.run_dir)
+        files.write_config(run.config, config_notes)
+        run.checkpointer = files.checkpointer(run.config.run.keep_checkpoints)
+        run.metrics = files.metrics_log(enabled=writes)
         states.append(_restore(run, state))
-    start_steps = {int(host_value(state.step)) for state in states}
+    start_steps = {int(trainer.values(state, "step")[0]) for state in states}
     if len(start_steps) > 1:
         for run in runs:
             run.checkpointer.close()
         return None
     (start_step,) = start_steps
-    state = pack_states(states, mesh, layout) if packed else states[0]
-    del states
-    train_graphdef = graphdefs[0]
-    if layout in ("wide", "grouped"):  # one net for the pack (models/packed.py)
-        train_graphdef = packed_graphdef(model_spec(config, source.num_classes, backend),
-                                         [run.config.model.residual for run in runs], layout,
-                                         source.in_channels)
-    return _Session(runs, config, packed, mesh, source, graphdefs, train_graphdef, state,
-                    start_step)
+    return _Session(runs, config, mesh, source, trainer, trainer.join(states), start_step)
 
 
 def _restore(run: _Run, fresh: steps.TrainState) -> steps.TrainState:
@@ -290,16 +214,14 @@ def _restore(run: _Run, fresh: steps.TrainState) -> steps.TrainState:
 
 @dataclasses.dataclass
 class _Session:
-    """Runs trained together in one compiled program: one run, or the seeds of a pack."""
+    """Runs trained together by one Trainer (one run alone, or several in one program)."""
 
     runs: list[_Run]
     config: ExperimentConfig  # the recipe they share (the first run's config)
-    packed: bool
     mesh: Any
     source: Any  # training/sources.py
-    graphdefs: list[Any]  # each run's net (plain and residual runs may share a pack)
-    train_graphdef: Any  # what the train step merges: the run's net, or the pack's packed net
-    state: Any  # a TrainState, or a packed one (training/packing.py)
+    trainer: Trainer
+    state: Any  # the trainer's: a TrainState for one run alone
     step: int  # iterations done
     started: float = 0.0  # time.time() when this session's training began
     interval_start: float = 0.0  # ... and when the current logging interval began
@@ -315,7 +237,7 @@ class _Session:
         return run.host.wall_s + time.time() - self.started
 
     def run_state(self, position: int) -> steps.TrainState:
-        return seed_slice(self.state, position) if self.packed else self.state
+        return self.trainer.state_of(self.state, position)
 
     def start(self) -> None:
         """Drops each run's metrics rows after its checkpoint, sends its "start" event and sets
@@ -325,7 +247,7 @@ class _Session:
             run.last_train_error = _last_value(run.metrics.rows(), "train", "train_error")
             run.on_event(Event("start", self.step, self.total,
                                {"params": run.params, "resumed": run.resumed}))
-        self.source.compile(self.train_graphdef, self.step, graphdefs=self.graphdefs)
+        self.trainer.compile(self.source, [run.graphdef for run in self.runs], self.step)
         self.per_call = _steps_per_call(self.config, self.source.backend)
         self.started = self.interval_start = time.time()
         self.warmup_cap = steps.warmup_end_step(self.config)
@@ -344,7 +266,7 @@ class _Session:
         every = self.config.run
         while self.step < self.total and any(run.active for run in self.runs):
             count = _chunk_size(self.step, self.total, every, self.per_call)
-            self.state = self.source.train_steps(self.state, self.step, count)
+            self.state = self.trainer.train(self.state, self.step, count)
             before, self.step = self.step, self.step + count
             self._note_warmup_cap(before)
             last = self.step == self.total
@@ -384,7 +306,7 @@ class _Session:
         Returns the events to send, which wait for the iteration's evaluation."""
         # Reading the sums waits for the interval's iterations (dispatch is asynchronous),
         # so the clock is read after them.
-        loss_sums, error_sums, seen, warm, scales = (seed_values(self.state, field) for field in (
+        loss_sums, error_sums, seen, warm, scales = (self.trainer.values(self.state, field) for field in (
             "loss_sum", "error_sum", "examples_seen", "warmup_active", "lr_scale"))
         elapsed = time.time() - self.interval_start
         threshold = self.config.optim.warmup_until_train_error
@@ -414,8 +336,8 @@ class _Session:
                     f"warm-up over at iteration {self.step}: training error "
                     f"{row['train_error']:.1%} < {threshold:.0%}"))))
         zeros = [0.0] * len(self.runs)
-        self.state = replace_per_seed(self.state, self.mesh, warmup_active=warm, loss_sum=zeros,
-                                      error_sum=zeros, examples_seen=zeros)
+        self.state = self.trainer.with_values(self.state, warmup_active=warm, loss_sum=zeros,
+                                              error_sum=zeros, examples_seen=zeros)
         self.interval_start = time.time()
         return events
 
@@ -425,12 +347,15 @@ class _Session:
             if not run.active:
                 continue
             row = {"type": "eval", "step": self.step, "epoch": self.source.epoch(self.step),
-                   **self.source.evaluate(self.run_state(position), position)}
+                   **self.source.evaluate(self.run_state(position), run.graphdef)}
             run.metrics.append(row)
             run.on_event(Event("eval", self.step, self.total, row))
-            if not self.packed:  # packs are refused the plateau schedule (_check_packable)
-                self.state = _plateau_update(self.config, self.state, run.host, row, self.mesh,
-                                             run.on_event, self.step)
+            scales = self.trainer.values(self.state, "lr_scale")
+            scale = _plateau_scale(self.config, scales[position], run.host, row, run.on_event,
+                                   self.step)
+            if scale != scales[position]:
+                scales[position] = scale
+                self.state = self.trainer.with_values(self.state, lr_scale=scales)
 
     def _checkpoint(self) -> None:
         """An Orbax checkpoint per active run: its state and its HostState."""
@@ -450,7 +375,7 @@ class _Session:
             run.checkpointer.close()
             summary = _summary(run, self, run.metrics.rows() if writes else [])
             if writes:
-                summary.write(run.run_dir)
+                RunDirectory(run.run_dir).write_summary(summary)
             run.on_event(Event("end", self.step, self.total, summary.to_json()))
             results.append(summary.to_json())
         return results
@@ -477,26 +402,7 @@ def _summary(run: _Run, session: _Session, rows: list[dict[str, Any]]) -> Summar
         # A --val-split run tests on 5k held-out training images: never a test error.
         eval_split="validation" if config.data.val_split else "test",
         fingerprint=fingerprint(config.to_dict()),
-        packed_seeds=len(session.runs) if session.packed else 1, message=run.message)
-
-
-def _check_packable(config: ExperimentConfig, configs: list[ExperimentConfig],
-                    layout: str = "tuple") -> None:
-    """Packed runs share one program: the same recipe, seeds apart (and plain or residual,
-    where `layout` lets them share a pack: packing.mixes_architectures), the steps schedule."""
-    mixes = mixes_architectures(layout, config.model.shortcut)
-
-    def recipe(each: ExperimentConfig) -> str:
-        settings = each.to_dict()
-        if mixes:
-            settings["model"] = {**settings["model"], "residual": None}
-        return recipe_fingerprint(settings)
-
-    if len({recipe(each) for each in configs}) > 1:
-        allowed = "run.seed and model.residual" if mixes else "run.seed"
-        raise ValueError(f"the runs of a {layout} pack must differ in {allowed} alone")
-    if config.optim.lr_schedule != "steps":
-        raise InvalidChoice("packed seeds need lr_schedule 'steps' (a plateau decides per run)")
+        message=run.message, **session.trainer.recorded())
 
 
 def _steps_per_call(config: ExperimentConfig, backend: str) -> int:
@@ -523,9 +429,10 @@ def _logged_rate(config: ExperimentConfig, step: int, warmup_active: bool, lr_sc
     return float(f"{float(rate):.7g}")
 
 
-def _plateau_update(config: ExperimentConfig, state: steps.TrainState, host: HostState,
-                    eval_row: dict[str, Any], mesh, on_event: EventSink, step: int) -> steps.TrainState:
-    """The "divide by 10 when the error plateaus" schedule (§3.4), decided on evaluations.
+def _plateau_scale(config: ExperimentConfig, scale: float, host: HostState,
+                   eval_row: dict[str, Any], on_event: EventSink, step: int) -> float:
+    """A run's learning-rate scale after an evaluation under the "divide by 10 when the error
+    plateaus" schedule (§3.4); `scale` on other schedules.
 
     It reads the row's `holdout_error`, the error of training images held out of training
     (training/sources.py), never `test_error`: the test/validation set is what the tables report. The
@@ -534,21 +441,20 @@ def _plateau_update(config: ExperimentConfig, state: steps.TrainState, host: Hos
     """
     optim = config.optim
     if optim.lr_schedule != "plateau":
-        return state
+        return scale
     error = eval_row["holdout_error"]
     best = host.best_eval_error
     if best is None or error < best - optim.plateau_threshold:
         host.best_eval_error, host.evals_since_best = error, 0
-        return state
+        return scale
     host.evals_since_best += 1
     if host.evals_since_best < optim.plateau_patience_evals:
-        return state
+        return scale
     host.evals_since_best = 0
-    scale = float(host_value(state.lr_scale)) * optim.lr_decay_factor
     on_event(Event("note", step, optim.total_steps, {
         "message": f"held-out training error plateaued at {error:.2%}: learning rate "
                    f"x{optim.lr_decay_factor}"}))
-    return dataclasses.replace(state, lr_scale=replicated_scalar(scale, jnp.float32, mesh))
+    return scale * optim.lr_decay_factor
 
 
 def _last_value(rows: list[dict[str, Any]], kind: str, key: str) -> float | None:

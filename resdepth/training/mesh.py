@@ -6,7 +6,7 @@ parameters and the training state are replicated. Host arrays become global arra
 `host_value`, which also works when the array spans other processes' devices.
 
 Nothing here knows about models or training: `training/step.py` (the pure steps),
-`training/packing.py` (per-seed states) and `training/sources.py` (the data) build on it.
+`training/packing/` (packs of runs) and `training/sources.py` (the data) build on it.
 """
 
 from __future__ import annotations

@@ -1,17 +1,16 @@
-"""One library path for a run: check it, claim it, wire TensorBoard, train it, clean up.
+"""The life of a run, in one place: check it, claim it, wire TensorBoard, train it, clean up.
 
-`train_run` is what `resdepth train` and each run of a sweep go through, `train_pack` the same
-for the seeds of a sweep point trained in one program (training/loop.py's train_packed). In order:
+`train_run` is what `resdepth train` and each run of a sweep go through; `train_runs` the same
+for runs the sweep trains together (its `make_trainer`: training/trainer.py). In order:
 
 1. the cheap checks, before JAX or TensorFlow start: the folder is writable and holds no run of
    another config; a completed run is returned as saved (an "already_completed" event says so);
    a run another process holds is refused (RunLocked: one line, exit 2 in the CLI) at once;
 2. `prepare()`, the caller's heavy set-up (the CLI's TensorFlow and JAX start-up);
 3. the run's lock (rundir/lock.py), held while it trains: `claim_runs`;
-4. the event sink, with the TensorBoard writer when `run.tensorboard` is on and `config_notes`
-   added to config.json once the run starts;
-5. training (training/loop.py); a crash goes to `on_crash` when the caller records crashes
-   (a sweep) and is raised otherwise;
+4. the event sink, with the TensorBoard writer when `run.tensorboard` is on;
+5. training (training/loop.py, which writes config.json with `config_notes`); a crash goes to
+   `on_crash` when the caller records crashes (a sweep) and is raised otherwise;
 6. a run that fails before it wrote anything leaves no empty folder behind (`below`: the
    folders strictly below it go too, if the run created them).
 
@@ -23,16 +22,18 @@ from __future__ import annotations
 import contextlib
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from resdepth.config import ExperimentConfig
 from resdepth.errors import InvalidChoice
-from resdepth.rundir.files import (
-    CONFIG_FILE, check_same_run, ensure_writable, read_json, write_json)
+from resdepth.rundir.directory import RunDirectory
 from resdepth.rundir.lock import RunLock, RunLocked, holder, removed_if_left_empty
-from resdepth.rundir.record import completed_summary
 from resdepth.training.events import Event, EventSink
+from resdepth.training.tensorboard_log import with_tensorboard
 from resdepth.training.processes import launched_as_several_processes, maybe_initialize_distributed
+
+if TYPE_CHECKING:  # JAX would start with it: the checks before `prepare` must be fast
+    from resdepth.training.trainer import TrainerFactory
 
 
 def train_run(config: ExperimentConfig, run_dir: Path, on_event: EventSink = lambda event: None,
@@ -45,41 +46,26 @@ def train_run(config: ExperimentConfig, run_dir: Path, on_event: EventSink = lam
     RunLocked when another process holds the run. `stop`: a flag that interrupts the run
     (None: Ctrl-C and SIGTERM do). See the module docstring for the steps and the options.
     """
-    with removed_if_left_empty(run_dir, below=below):
-        finished = _checked(config, run_dir, on_event)
-        if finished is not None:
-            return finished
-        if not launched_as_several_processes():
-            # Before `prepare`, so a taken run is refused in a moment. In a multi-process run
-            # the processes decide together, once JAX has joined them (claim_runs).
-            held = holder(run_dir)
-            if held is not None:
-                raise RunLocked(run_dir, held)
-        if prepare is not None:
-            prepare()
-        from resdepth.training import loop  # here: JAX starts with it, after `prepare`
-
-        with claim_run(run_dir):
-            try:
-                sink = _wired(on_event, config, run_dir, config_notes)
-                return loop.train_and_evaluate(config, run_dir, sink, stop)
-            except InvalidChoice:
-                raise  # a user error (no dataset, say) is never recorded as a crash
-            except Exception as error:
-                if on_crash is None:
-                    raise
-                return on_crash(error)  # while the run is still held
+    return train_runs([config], [run_dir], [on_event], stop, below=below,
+                      prepare=prepare, config_notes=config_notes,
+                      on_crash=None if on_crash is None else lambda index, error: on_crash(error)
+                      )[0]
 
 
-def train_pack(configs: list[ExperimentConfig], run_dirs: list[Path], sinks: list[EventSink],
+def train_runs(configs: list[ExperimentConfig], run_dirs: list[Path], sinks: list[EventSink],
                stop: threading.Event | None, *,
-               on_locked: Callable[[int, RunLocked], dict[str, Any]],
-               below: Path | None = None, config_notes: dict[str, Any] | None = None,
+               on_locked: Callable[[int, RunLocked], dict[str, Any]] | None = None,
+               make_trainer: TrainerFactory | None = None, below: Path | None = None,
+               prepare: Callable[[], None] | None = None,
+               config_notes: dict[str, Any] | None = None,
                on_crash: Callable[[int, Exception], dict[str, Any]] | None = None
                ) -> list[dict[str, Any]]:
-    """`train_run` for the seeds of one recipe trained in one program (loop.train_packed): one
-    summary per run, in order. The runs another process holds are passed over, each with
-    `on_locked(index, error)`, which gives its summary; the others train together."""
+    """`train_run` for runs trained together by the trainer `make_trainer` builds (None: one
+    run alone): one summary per run, in order. The runs another process holds are passed
+    over, each with `on_locked(index, error)`, which gives its summary (None: RunLocked is
+    raised); the others train together."""
+    if on_locked is None:
+        on_locked = _refuse
     summaries: dict[int, dict[str, Any]] = {}
     with contextlib.ExitStack() as stack:
         for run_dir in run_dirs:
@@ -87,12 +73,19 @@ def train_pack(configs: list[ExperimentConfig], run_dirs: list[Path], sinks: lis
         todo = []
         for index, (config, run_dir, sink) in enumerate(zip(configs, run_dirs, sinks)):
             finished = _checked(config, run_dir, sink)
+            # Before `prepare`, so a taken run is refused in a moment. In a multi-process run
+            # the processes decide together, once JAX has joined them (claim_runs).
+            held = None if launched_as_several_processes() else holder(run_dir)
             if finished is not None:
                 summaries[index] = finished
+            elif held is not None:
+                summaries[index] = on_locked(index, RunLocked(run_dir, held))
             else:
                 todo.append(index)
         if todo:
-            from resdepth.training import loop
+            if prepare is not None:
+                prepare()
+            from resdepth.training import loop  # here: JAX starts with it, after `prepare`
 
             claimed, refused = stack.enter_context(claim_runs([run_dirs[i] for i in todo]))
             for locked in refused:
@@ -101,62 +94,41 @@ def train_pack(configs: list[ExperimentConfig], run_dirs: list[Path], sinks: lis
             chosen = [index for index in todo if run_dirs[index] in claimed]
             if chosen:
                 try:
-                    wired = [_wired(sinks[i], configs[i], run_dirs[i], config_notes) for i in chosen]
-                    results = loop.train_packed([configs[i] for i in chosen],
-                                                [run_dirs[i] for i in chosen], wired, stop)
+                    wired = [with_tensorboard(sinks[i], run_dirs[i], configs[i].run.tensorboard)
+                             for i in chosen]
+                    if len(chosen) == 1:
+                        (index,) = chosen
+                        results = [loop.train_and_evaluate(configs[index], run_dirs[index],
+                                                           wired[0], stop, config_notes)]
+                    else:
+                        results = loop.train_runs([configs[i] for i in chosen],
+                                                  [run_dirs[i] for i in chosen], wired, stop,
+                                                  make_trainer, config_notes)
                 except InvalidChoice:
-                    raise
-                except Exception as error:  # a crash of the pack is recorded for each of its runs
+                    raise  # a user error (no dataset, say) is never recorded as a crash
+                except Exception as error:  # a crash of runs trained together is each one's
                     if on_crash is None:
                         raise
-                    results = [on_crash(i, error) for i in chosen]
+                    results = [on_crash(i, error) for i in chosen]  # while the runs are held
                 summaries.update(zip(chosen, results))
     return [summaries[index] for index in range(len(run_dirs))]
+
+
+def _refuse(index: int, locked: RunLocked) -> dict[str, Any]:
+    raise locked
 
 
 def _checked(config: ExperimentConfig, run_dir: Path, on_event: EventSink) -> dict[str, Any] | None:
     """Step 1 of the module docstring, less the lock: the saved summary of a completed run
     (announced to `on_event`), or None for a run to train."""
-    ensure_writable(run_dir)
-    check_same_run(run_dir, config)
-    saved = completed_summary(run_dir)
+    files = RunDirectory(run_dir).ensure_writable()
+    files.check_same_run(config)
+    saved = files.completed_summary()
     finished = saved.to_json() if saved is not None else None
     if finished is not None:
         total = config.optim.total_steps
         on_event(Event("already_completed", finished.get("steps_done") or total, total, finished))
     return finished
-
-
-def _wired(on_event: EventSink, config: ExperimentConfig, run_dir: Path,
-           config_notes: dict[str, Any] | None) -> EventSink:
-    """`on_event`, with the TensorBoard writer when `run.tensorboard` is on, and adding
-    `config_notes` to config.json at the run's start."""
-    from resdepth.training.tensorboard_log import with_tensorboard
-
-    sink = with_tensorboard(on_event, run_dir, config.run.tensorboard)
-    if not config_notes:
-        return sink
-
-    def noting(event: Event) -> None:
-        if event.kind == "start":  # config.json is written by then (training/loop.py)
-            add_to_config_json(run_dir, config_notes)
-        sink(event)
-
-    return noting
-
-
-def add_to_config_json(run_dir: Path, fields: dict[str, Any]) -> None:
-    """Top-level `fields` added to the run's config.json (by process 0), each unless already
-    there: they describe how the run was started (e.g. `--steps` scaling the schedule)."""
-    import jax
-
-    path = Path(run_dir) / CONFIG_FILE
-    saved = read_json(path)
-    if jax.process_index() != 0 or not isinstance(saved, dict):
-        return
-    missing = {key: value for key, value in fields.items() if key not in saved}
-    if missing:
-        write_json(path, {**saved, **missing})
 
 
 @contextlib.contextmanager
@@ -166,7 +138,7 @@ def claim_runs(run_dirs: list[Path]) -> Iterator[tuple[list[Path], list[RunLocke
 
     In a multi-process run (jax.distributed) only process 0 takes the locks, the process that
     writes the run files, and tells the others which it got: all processes train the same runs.
-    A packed session (several seeds in one program) claims its seeds' runs together.
+    Runs trained together are claimed together.
     """
     maybe_initialize_distributed()
     import jax

@@ -5,8 +5,10 @@
 - `StreamingSource` (ImageNet): tf.data decodes and augments on the host's cores, each process
   reads its own part, and batches are prefetched onto the devices while the previous step runs.
 
-Both offer `train_step(state, step) -> state` and `evaluate(state) -> dict` for the loop in
-training/loop.py, and both are functions of (seed, step) alone, so runs resume exactly.
+Both offer `compile(graphdef, start_step)`, `train_steps(state, step, count) -> state` and
+`evaluate(state, graphdef) -> dict` for a run (training/trainer.py), and both are functions of
+(seed, step) alone, so runs resume exactly. The device-resident source also gives any seed's
+batch indices, which a pack of runs (training/packing/) trains on together.
 
 With `optim.lr_schedule = "plateau"` both hold out `data.plateau_holdout_examples` training images:
 they never enter training, and each evaluation reports their error as `holdout_error` beside the
@@ -25,32 +27,23 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from resdepth.training import packing, step as steps
-from resdepth.training.packed_step import make_step
+from resdepth.training import step as steps
 from resdepth.errors import InvalidChoice
 from resdepth.config import ExperimentConfig
-from resdepth.data.datasets import NUM_CLASSES, BatchOrder, InMemoryDataset, load_dataset
+from resdepth.data.datasets import BatchOrder, InMemoryDataset, load_dataset
+from resdepth.dataset_facts import NUM_CLASSES
 from resdepth.training.mesh import DATA_AXIS, batch_sharded, host_value, replicated, to_global
 
 
-LR_SCHEDULES = ("steps", "plateau")
 # The held-out images of the device-resident datasets are the last ones of this fixed permutation
 # of the training set: the same images for every seed, so runs of one experiment stay comparable.
 HOLDOUT_ORDER_SEED = 0
 
 
 def plateau_holdout_examples(config: ExperimentConfig) -> int:
-    """How many training images the plateau rule holds out: 0 unless lr_schedule is "plateau"."""
-    schedule = config.optim.lr_schedule
-    if schedule not in LR_SCHEDULES:
-        raise InvalidChoice(f"unknown lr_schedule {schedule!r}; choose {' or '.join(LR_SCHEDULES)}")
-    if schedule != "plateau":
-        return 0
-    count = config.data.plateau_holdout_examples
-    if count < 1:
-        raise InvalidChoice("lr_schedule 'plateau' decides on held-out training images: set "
-                            "data.plateau_holdout_examples to at least 1")
-    return count
+    """How many training images the plateau rule holds out: 0 unless lr_schedule is "plateau"
+    (config.py validates the count)."""
+    return config.data.plateau_holdout_examples if config.optim.lr_schedule == "plateau" else 0
 
 
 def split_off_holdout(data: InMemoryDataset, count: int
@@ -77,18 +70,8 @@ class DeviceResidentSource:
     """CIFAR-10 or digits, held on the devices (see data/datasets.py and data/augment.py)."""
 
     def __init__(self, config: ExperimentConfig, mesh, data: InMemoryDataset | None = None,
-                 seeds: list[int] | None = None, backend: str = "cpu",
-                 formulation: str | None = None):
-        """`seeds`: the seeds of the runs trained packed into one program, one per run; None:
-        the one seed `config.run.seed`, unpacked. `formulation` lays a pack out
-        (training/packing.py; None: `sweep.pack_formulation` on `backend`)."""
+                 backend: str = "cpu"):
         self.config, self.mesh, self.backend = config, mesh, backend
-        self.packed = seeds is not None
-        self.formulation = None
-        if self.packed:
-            self.formulation = formulation or packing.formulation(
-                config.sweep.pack_formulation, backend)
-        self.stacked = self.formulation == "vmap"
         self.data = data if data is not None else load_dataset(config.data)
         holdout = plateau_holdout_examples(config)
         self.holdout: tuple[np.ndarray, np.ndarray] | None = None
@@ -96,50 +79,66 @@ class DeviceResidentSource:
             self.data, self.holdout = split_off_holdout(self.data, holdout)
         self.num_classes = self.data.num_classes
         self.in_channels = self.data.train_images.shape[-1]
-        self.orders = [BatchOrder(seed, len(self.data.train_images), config.optim.batch_size)
-                       for seed in (seeds if self.packed else [config.run.seed])]
-        self.order = self.orders[0]
+        self._orders: dict[int, BatchOrder] = {}
+        self._eval_steps: dict[Any, Any] = {}  # one compiled evaluation per net
+        self.device_data: steps.DeviceDataset | None = None
+
+    def order(self, seed: int) -> BatchOrder:
+        """The batch order of a run of `seed` (each run has its own, a function of its seed)."""
+        if seed not in self._orders:
+            self._orders[seed] = BatchOrder(seed, len(self.data.train_images),
+                                            self.config.optim.batch_size)
+        return self._orders[seed]
 
     def epoch(self, step: int) -> float:
-        return self.order.epoch(step)
+        return self.order(self.config.run.seed).epoch(step)
 
-    def compile(self, graphdef: Any, start_step: int, graphdefs: list[Any] | None = None) -> None:
-        """The compiled steps and the data on the devices. `graphdef`: what the train step
-        merges (a wide or grouped pack's packed net); `graphdefs`: each run's own net, which
-        evaluates it (None: `graphdef`). `start_step` is the sources' shared signature: here
-        the batch order is a function of the iteration, so any step resumes."""
-        everywhere = replicated(self.mesh)
-        self.device_data = steps.DeviceDataset(
-            to_global(self.data.train_images, everywhere), to_global(self.data.train_labels, everywhere),
-            to_global(self.data.mean_image, everywhere))
-        self._train_step = make_step(self.config, graphdef, self.mesh, self.formulation,
-                                     graphdefs, runs=len(self.orders))
-        self._eval_graphdefs = list(graphdefs or [graphdef])
-        # One compiled evaluation per distinct net (a pack's seeds share theirs).
-        self._eval_steps = {each: steps.make_eval_step(each) for each in set(self._eval_graphdefs)}
-        devices = jax.device_count()
-        size = min(self.config.run.eval_batch_size, len(self.data.test_images))
-        self.eval_batch_size = max(devices, math.ceil(size / devices) * devices)
+    def load(self) -> steps.DeviceDataset:
+        """The dataset on the devices (replicated), put there once."""
+        if self.device_data is None:
+            everywhere = replicated(self.mesh)
+            self.device_data = steps.DeviceDataset(
+                to_global(self.data.train_images, everywhere),
+                to_global(self.data.train_labels, everywhere),
+                to_global(self.data.mean_image, everywhere))
+            devices = jax.device_count()
+            size = min(self.config.run.eval_batch_size, len(self.data.test_images))
+            self.eval_batch_size = max(devices, math.ceil(size / devices) * devices)
+        return self.device_data
+
+    def compile(self, graphdef: Any, start_step: int) -> None:
+        """The data on the devices and the run's compiled step. `start_step` is the sources'
+        shared signature: here the batch order is a function of the iteration, so any step
+        resumes."""
+        self.load()
+        self._train_step = steps.make_train_step(self.config, graphdef, self.mesh)
+
+    def batch_indices(self, seed: int, step: int, count: int = 1) -> np.ndarray:
+        """The images of iterations step .. step + count - 1 of the run of `seed`: int32 (B,)
+        for one, (count, B) for several."""
+        order = self.order(seed)
+        if count == 1:
+            return order.indices(step)
+        return np.stack([order.indices(step + offset) for offset in range(count)])
+
+    def on_devices(self, indices: np.ndarray) -> jax.Array:
+        """Batch indices as one global array sharded over `data` on its last (batch) axis."""
+        sharding = NamedSharding(self.mesh, PartitionSpec(*[None] * (indices.ndim - 1), DATA_AXIS))
+        return to_global(indices, sharding, batch_axis=indices.ndim - 1)
 
     def train_steps(self, state: steps.TrainState, step: int, count: int = 1) -> steps.TrainState:
-        """Iterations step .. step + count - 1 in one call: indices (B,), (count, B), and with
-        packed seeds a leading seed axis, sharded over `data` on the batch axis."""
-        def one_seed(order: BatchOrder) -> np.ndarray:
-            if count == 1:
-                return order.indices(step)
-            return np.stack([order.indices(step + offset) for offset in range(count)])
+        """The run's iterations step .. step + count - 1 in one call."""
+        indices = self.batch_indices(self.config.run.seed, step, count)
+        return self._train_step(state, self.device_data, self.on_devices(indices))
 
-        indices = (np.stack([one_seed(order) for order in self.orders]) if self.packed
-                   else one_seed(self.order))
-        sharding = NamedSharding(self.mesh, PartitionSpec(*[None] * (indices.ndim - 1), DATA_AXIS))
-        return self._train_step(state, self.device_data,
-                                to_global(indices, sharding, batch_axis=indices.ndim - 1))
-
-    def evaluate(self, state: steps.TrainState, position: int = 0) -> dict[str, float]:
-        """Test loss and error (fraction) over the whole test split, single original view; with
-        the plateau schedule also `holdout_loss` and `holdout_error` of the held-out images.
-        `state`: a single run's, the pack's run at `position`."""
-        evaluate = self._eval_steps[self._eval_graphdefs[position]]
+    def evaluate(self, state: steps.TrainState, graphdef: Any) -> dict[str, float]:
+        """Test loss and error (fraction) over the whole test split, single original view, of
+        a run's state and net; with the plateau schedule also `holdout_loss` and
+        `holdout_error` of the held-out images."""
+        self.load()
+        if graphdef not in self._eval_steps:
+            self._eval_steps[graphdef] = steps.make_eval_step(graphdef)
+        evaluate = self._eval_steps[graphdef]
         loss, error = self._loss_and_error(evaluate, state, self.data.test_images,
                                            self.data.test_labels)
         row = {"test_loss": loss, "test_error": error}
@@ -174,7 +173,7 @@ class StreamingSource:
     def __init__(self, config: ExperimentConfig, mesh, backend: str = "cpu"):
         from resdepth.data import imagenet_input
 
-        self.backend, self.packed, self.stacked = backend, False, False  # never packed
+        self.backend = backend
 
         holdout = plateau_holdout_examples(config)
         imagenet_input.prepare_imagenet(config.data)
@@ -191,14 +190,10 @@ class StreamingSource:
     def epoch(self, step: int) -> float:
         return step * self.config.optim.batch_size / self.examples
 
-    def compile(self, graphdef: Any, start_step: int, graphdefs: list[Any] | None = None) -> None:
+    def compile(self, graphdef: Any, start_step: int) -> None:
         from resdepth.data import imagenet_input
 
-        optimizer = steps.make_optimizer(self.config)
-        self._train_step = jax.jit(
-            lambda state, batch: steps.apply_gradients(self.config, graphdef, optimizer, state,
-                                                       batch["images"], batch["labels"]),
-            donate_argnums=0)
+        self._train_step = steps.make_batch_step(self.config, graphdef)
         self._logits = steps.make_logits_step(graphdef)
         batches = imagenet_input.train_batches(self.config.data, self.per_process,
                                                self.config.run.seed, start_step,
@@ -212,7 +207,7 @@ class StreamingSource:
             state = self._train_step(state, next(self._batches))
         return state
 
-    def evaluate(self, state: steps.TrainState, position: int = 0) -> dict[str, float]:
+    def evaluate(self, state: steps.TrainState, graphdef: Any = None) -> dict[str, float]:
         """Top-1 and top-5 centre-crop error on the validation split (what most tools report),
         on each process's first `run.eval_examples` images (0: all); with the plateau schedule
         also `holdout_error` and `holdout_top5_error`, the same test of the held-out training
@@ -247,15 +242,10 @@ class StreamingSource:
         return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
 
-def make_source(config: ExperimentConfig, mesh, seeds: list[int] | None = None,
-                backend: str = "cpu", formulation: str | None = None):
-    """The data source of a run on `backend`; `seeds` packs several runs into one program
-    (CIFAR-10, digits), laid out by `formulation` (training/packing.py)."""
-    from resdepth.models.architectures import family_of
+def make_source(config: ExperimentConfig, mesh, backend: str = "cpu"):
+    """The data source of a run on `backend`: on the devices, or streamed (ImageNet)."""
+    from resdepth.dataset_facts import family_of
 
     if family_of(config.data.dataset) == "imagenet":
-        if seeds is not None:
-            raise InvalidChoice("packed seeds are for the on-device datasets (cifar10, digits)")
         return StreamingSource(config, mesh, backend)
-    return DeviceResidentSource(config, mesh, seeds=seeds, backend=backend,
-                                formulation=formulation)
+    return DeviceResidentSource(config, mesh, backend=backend)

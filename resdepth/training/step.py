@@ -5,8 +5,7 @@ It is jitted once with the state donated; the batch is split over the mesh's `da
 named sharding while parameters and optimizer state are replicated. BatchNorm statistics are
 means over the batch axis of a globally sharded array, so XLA computes them over the global
 batch. Nothing in here prints or touches the host; the loop in `training/loop.py` owns all I/O.
-The mesh and the host transfers live in `training/mesh.py`, the per-seed helpers of packed
-states in `training/packing.py`.
+The mesh and the host transfers live in `training/mesh.py`.
 """
 
 from __future__ import annotations
@@ -23,6 +22,8 @@ from jax.sharding import Mesh
 
 from resdepth.data.augment import normalize, random_crop_flip
 from resdepth.config import ExperimentConfig
+from resdepth.dataset_facts import family_of
+from resdepth.models.network import ModelSpec
 from resdepth.training.mesh import batch_sharded, replicated, replicated_scalar
 
 
@@ -45,6 +46,13 @@ class TrainState:
     loss_sum: jax.Array  # float32 (): summed per-example loss since the last log row
     error_sum: jax.Array  # float32 (): misclassified examples since the last log row
     examples_seen: jax.Array  # float32 (): examples since the last log row
+
+
+def model_spec(config: ExperimentConfig, num_classes: int, backend: str = "") -> ModelSpec:
+    """The net of `config`, built for `backend` ("": the one this process computes on)."""
+    model = config.model
+    return ModelSpec(family_of(config.data.dataset), model.depth, model.residual, model.shortcut,
+                     num_classes, model.compute_dtype, model.remat, model.bn_group_size, backend)
 
 
 def make_optimizer(config: ExperimentConfig) -> optax.GradientTransformation:
@@ -111,11 +119,9 @@ def init_state(config: ExperimentConfig, model: nnx.Module, mesh: Mesh) -> tuple
     return graphdef, jax.device_put(state, replicated(mesh))
 
 
-def fresh_interval_sums(mesh: Mesh, seeds: int | None = None) -> dict[str, jax.Array]:
-    """Zeroed interval sums, each its own buffer (a donated state may not alias one twice);
-    shape () for one run, (seeds,) for a packed state."""
-    shape = () if seeds is None else (seeds,)
-    return {name: replicated_scalar(np.zeros(shape), np.float32, mesh)
+def fresh_interval_sums(mesh: Mesh) -> dict[str, jax.Array]:
+    """Zeroed interval sums, each its own buffer (a donated state may not alias one twice)."""
+    return {name: replicated_scalar(np.zeros(()), np.float32, mesh)
             for name in ("loss_sum", "error_sum", "examples_seen")}
 
 
@@ -133,37 +139,19 @@ class DeviceDataset:
     mean_image: jax.Array
 
 
-def make_train_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh, packed: bool = False,
-                    stacked: bool = False, *, formulation: str | None = None,
-                    graphdefs: list[Any] | None = None
-                    ) -> Callable[[TrainState, DeviceDataset, jax.Array], TrainState]:
-    """The jitted SGD iterations for the on-device datasets (CIFAR-10, digits).
+def train_iterations(config: ExperimentConfig, graphdef: Any, mesh: Mesh
+                     ) -> Callable[[TrainState, DeviceDataset, jax.Array], TrainState]:
+    """The pure (not jitted) SGD iterations of one run on an on-device dataset (CIFAR-10, digits).
 
-    The step receives the global batches' indices, int32, sharded over `data` on their last
-    axis, gathers the images on the devices and augments them there:
-      (B,)       one iteration;
-      (k, B)     k iterations in one call (`run.steps_per_call`), a scan over iterations;
-      with `packed`, a leading seed axis on the indices, (S, B) or (S, k, B): S seeds of one
-      net trained in one program, each with its own parameters, data order and augmentation;
-      with `stacked` too (`stacks_seeds`) the states are stacked on a leading seed axis and the
-      pure step is `jax.vmap`ped over it, else the state is a tuple of S states.
-    `formulation` ("tuple" or "vmap": training/packing.py) names the pack's layout instead of
-    `packed` and `stacked`; the wide and grouped layouts have their own step
-    (training/packed_step.py, whose `make_step` takes every layout). `graphdefs`: the tuple
-    layout's runs' own graphdefs (plain and residual nets may share a tuple pack), `graphdef`
-    for every run if None.
-    One program is compiled per indices shape.
+    `(state, data, indices) -> state`: `indices` int32 are the global batches' images, (B,) for
+    one iteration or (k, B) for k in one call (`run.steps_per_call`), sharded over `data` on
+    their last axis; the step gathers the images on the devices and augments them there.
     """
-    if formulation not in (None, "tuple", "vmap"):
-        raise ValueError(f"the {formulation} layout's step is training/packed_step.py's")
-    if formulation is not None:
-        packed, stacked = True, formulation == "vmap"
     optimizer = make_optimizer(config)
     augment = config.data.augment
     pad, flip = config.data.pad_pixels, config.data.random_flip
 
-    def step(state: TrainState, data: DeviceDataset, indices: jax.Array,
-             graphdef: Any = graphdef) -> TrainState:
+    def step(state: TrainState, data: DeviceDataset, indices: jax.Array) -> TrainState:
         images = normalize(data.train_images[indices], data.mean_image)
         if augment:
             key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -172,36 +160,31 @@ def make_train_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh, packed:
         labels = data.train_labels[indices]
         return apply_gradients(config, graphdef, optimizer, state, images, labels)
 
-    def steps(state: TrainState, data: DeviceDataset, indices: jax.Array,
-              graphdef: Any = graphdef) -> TrainState:
+    def iterations(state: TrainState, data: DeviceDataset, indices: jax.Array) -> TrainState:
         # Every call is a scan over its iterations, one iteration included (XLA removes a loop
         # of one trip), so 1 or k iterations per call compute bit-identical results.
         if indices.ndim == 1:
             indices = indices[None]
-        body = lambda carry, batch: (step(carry, data, batch, graphdef), None)  # noqa: E731
+        body = lambda carry, batch: (step(carry, data, batch), None)  # noqa: E731
         return jax.lax.scan(body, state, indices)[0]
 
-    if not packed:
-        return jax.jit(steps, donate_argnums=0)
-    if stacked:
-        return jax.jit(jax.vmap(steps, in_axes=(0, None, 0)), donate_argnums=0)
-
-    def each_seed(states: tuple[TrainState, ...], data: DeviceDataset, indices: jax.Array
-                  ) -> tuple[TrainState, ...]:
-        return tuple(steps(state, data, indices[i], graphdefs[i] if graphdefs else graphdef)
-                     for i, state in enumerate(states))
-
-    return jax.jit(each_seed, donate_argnums=0)
+    return iterations
 
 
-def stacks_seeds(backend: str) -> bool:
-    """Whether `sweep.pack_formulation = "auto"` stacks a pack (training/packing.py
-    `formulation`): stacked on a leading axis and `jax.vmap`ped on GPUs and TPUs, until the H200
-    measures the other layouts; on CPU a tuple of S states, S copies of the step in one
-    program, which the cores run as fast and which gives bit-identical results to each seed
-    trained alone (vmap batches the convolutions differently, and training amplifies rounding
-    differences within tens of iterations)."""
-    return backend != "cpu"
+def make_train_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh
+                    ) -> Callable[[TrainState, DeviceDataset, jax.Array], TrainState]:
+    """`train_iterations` jitted with the state donated; one program per indices shape."""
+    return jax.jit(train_iterations(config, graphdef, mesh), donate_argnums=0)
+
+
+def make_batch_step(config: ExperimentConfig, graphdef: Any
+                    ) -> Callable[[TrainState, dict[str, jax.Array]], TrainState]:
+    """Jitted (state, {"images": float32 (B, H, W, C), "labels": int32 (B,)}) -> state: one SGD
+    iteration on a batch prepared on the host (ImageNet's tf.data), the state donated."""
+    optimizer = make_optimizer(config)
+    return jax.jit(lambda state, batch: apply_gradients(config, graphdef, optimizer, state,
+                                                        batch["images"], batch["labels"]),
+                   donate_argnums=0)
 
 
 def apply_gradients(config: ExperimentConfig, graphdef: Any, optimizer: optax.GradientTransformation,

@@ -11,22 +11,22 @@ skips it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
 import threading
+import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ContextManager, Mapping
 
 from resdepth.errors import InvalidChoice
-from resdepth.models.architectures import family_of, stage_plan
 from resdepth.config import ExperimentConfig
-from resdepth.rundir.files import METRICS_FILE, SUMMARY_FILE
+from resdepth.rundir.directory import RunDirectory
 from resdepth.rundir.identity import run_name
 from resdepth.rundir.lock import RunLocked
 
-ARCHS = ("plain", "residual")
 # The sustained training throughput per GPU that --dry-run's estimate assumes; an assumption,
 # not a measurement (benchmarks/gpu_check.sh measures a GPU's rate for these nets).
 ASSUMED_TFLOPS = 20.0
@@ -44,14 +44,10 @@ def expand_grid(config: ExperimentConfig) -> list[GridPoint]:
 
     A point named twice (`--depths 20,20`, a seed repeated) is one run, at its first place.
     """
-    sweep = config.sweep
-    family = family_of(config.data.dataset)
+    sweep = config.sweep  # its architectures and depths validated with the config
     points: dict[GridPoint, None] = {}  # ordered and without repeats
     for arch in sweep.archs:
-        if arch not in ARCHS:
-            raise InvalidChoice(f"unknown architecture {arch!r}; choose plain or residual")
         for depth in sweep.depths_by_arch.get(arch, sweep.depths):
-            stage_plan(family, depth, config.data.dataset)  # validates the depth for the dataset
             seeds = sweep.seeds_for(arch, depth)
             points.update((GridPoint(arch, depth, seed), None) for seed in seeds)
     return list(points)
@@ -146,38 +142,97 @@ def point_config(base: ExperimentConfig, point: GridPoint) -> ExperimentConfig:
     return config
 
 
-def run_dir_for(out: Path, config: ExperimentConfig) -> Path:
-    return out / config.name / run_name(config)
-
-
 def _writes_files() -> bool:
     import jax
 
     return jax.process_index() == 0
 
 
-def _record_failure(config: ExperimentConfig, point: GridPoint, run_dir: Path,
-                    error: Exception) -> dict[str, Any]:
-    """The summary of a run that crashed, also written to its summary.json (by process 0).
-
-    What the run's earlier summary knew is kept; the iterations reached are the last logged,
-    so that the summary is the run's current one (rundir/record.py).
-    """
-    from resdepth.rundir.record import Summary, read_metrics, read_object
-
-    previous = read_object(run_dir / SUMMARY_FILE) or {}
-    logged = max((row["step"] for row in read_metrics(run_dir / METRICS_FILE)), default=None)
-    summary = Summary.from_json({**previous, "name": run_dir.name, "status": "failed"})
-    summary = dataclasses.replace(
-        summary, status="failed", experiment=config.name, dataset=config.data.dataset,
-        arch=point.arch, depth=point.depth, seed=point.seed, shortcut=config.model.shortcut,
-        total_steps=config.optim.total_steps,
-        steps_done=logged if logged is not None else summary.steps_done,
-        message=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
+def _record_failure(config: ExperimentConfig, run_dir: Path, error: Exception) -> dict[str, Any]:
+    """The summary of a run that crashed, also written to its summary.json (by process 0):
+    what the run's earlier summary knew, at the iterations it last logged (Summary.failed)."""
+    run = RunDirectory(run_dir)
+    summary = run.failed_summary(config, f"{type(error).__name__}: {error}", traceback.format_exc())
     if _writes_files():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        summary.write(run_dir)
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_summary(summary)
     return summary.to_json()
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepPlan:
+    """The runs a sweep command trains: its config's grid, or the part of it a shard names."""
+
+    config: ExperimentConfig
+    points: list[GridPoint]
+    grid_size: int  # runs in the whole grid
+    shard: str | None = None  # how the part was chosen ("shard 0/4 from SLURM_ARRAY_TASK_ID=0 ...")
+
+
+def plan_sweep(config: ExperimentConfig, shard_text: str | None = None,
+               environ: Mapping[str, str] = os.environ) -> SweepPlan:
+    """The grid of a config validated as it loaded: its depths checked against the dataset
+    (config.validate_sweep), expanded, and cut to the part `shard_text` (--shard) names."""
+    from resdepth.config import validate_sweep
+
+    points = expand_grid(validate_sweep(config))
+    if not shard_text:
+        return SweepPlan(config, points, len(points))
+    index, count, found = resolve_shard(shard_text, environ)
+    return SweepPlan(config, shard(points, index, count), len(points), found)
+
+
+@dataclasses.dataclass
+class SweepOutcome:
+    summaries: list[dict[str, Any]]  # one per run attempted or skipped as done, in grid order
+    seconds: float
+
+    @property
+    def interrupted(self) -> bool:
+        return any(summary.get("status") == "interrupted" for summary in self.summaries)
+
+
+def sweep(plan: SweepPlan, out: Path,
+          open_display: Callable[[ExperimentConfig, Path], ContextManager[Callable[[Any], None]]],
+          *, on_note: Callable[[str], None] = lambda message: None,
+          prepare: Callable[[], None] | None = None,
+          config_notes: dict[str, Any] | None = None) -> SweepOutcome:
+    """Trains the plan's runs into `out` (`run_sweep`) until done or interrupted (Ctrl-C and
+    SIGTERM stop it after the current iteration, checkpointed).
+
+    `open_display(config, run_dir)` gives a context manager whose value is the run's event sink
+    (a progress display): it is entered when the run starts and left at its end or the
+    sweep's. `prepare` sets up the runtime once the output folder is known to be writable; a
+    sweep that fails before training leaves no empty folder behind.
+    """
+    from resdepth.rundir.lock import removed_if_left_empty
+    from resdepth.rundir.storage import ensure_writable
+
+    started = time.time()
+    if not plan.points:
+        return SweepOutcome([], 0.0)
+    with removed_if_left_empty(out / plan.config.name), contextlib.ExitStack() as displays:
+        ensure_writable(out / plan.config.name)
+        if prepare is not None:
+            prepare()
+        from resdepth.training.loop import stop_on_signals
+
+        def on_run(point: GridPoint, config: ExperimentConfig, run_dir: Path):
+            display = open_display(config, run_dir)
+            sink = display.__enter__()
+            displays.callback(display.__exit__, None, None, None)  # also if the run crashed
+
+            def closing_sink(event) -> None:  # runs trained together: each display ends with its run
+                sink(event)
+                if event.kind in ("end", "already_completed"):
+                    display.__exit__(None, None, None)
+
+            return closing_sink
+
+        with stop_on_signals() as stop:
+            summaries = run_sweep(plan.config, plan.points, out, on_run, stop, on_note=on_note,
+                                  config_notes=config_notes)
+    return SweepOutcome(summaries, time.time() - started)
 
 
 def run_sweep(base: ExperimentConfig, points: list[GridPoint], out: Path,
@@ -193,59 +248,32 @@ def run_sweep(base: ExperimentConfig, points: list[GridPoint], out: Path,
     and a one-line `on_note`; a run that crashes is recorded as "failed" and the sweep goes on.
     The sweep stops after an interrupted run (Ctrl-C), so running it again resumes exactly there.
     """
+    from resdepth.training import packing
     from resdepth.training.session import train_run
 
     summaries = []
-    layout = pack_layout(base) if packs(base) else None
-    for group in _pack_groups(base, points):
+    backend = _backend(None)
+    for group in _pack_groups(base, points, backend):
         if len(group) > 1:
-            names = ", ".join(run_dir_for(out, point_config(base, point)).name for point in group)
+            names = ", ".join(RunDirectory.of(out, point_config(base, point)).path.name for point in group)
+            layout = packing.layout(base.sweep.pack_formulation, backend)
             on_note(f"pack of {len(group)} in one {layout} program: {names}")
             summaries.extend(_run_pack(base, group, out, on_run, stop, on_note, config_notes))
         else:
             (point,) = group
             config = point_config(base, point)
-            run_dir = run_dir_for(out, config)
+            run_dir = RunDirectory.of(out, config).path
             try:
                 summary = train_run(
                     config, run_dir, on_run(point, config, run_dir), stop, below=out,
                     config_notes=config_notes,
-                    on_crash=lambda error: _record_failure(config, point, run_dir, error))
+                    on_crash=lambda error: _record_failure(config, run_dir, error))
             except RunLocked as locked:
                 summary = _locked_summary(config, point, run_dir, locked, on_note)
             summaries.append(summary)
         if any(s.get("status") == "interrupted" for s in summaries) or stop.is_set():
             break
     return summaries
-
-
-def packs(base: ExperimentConfig, backend: str | None = None) -> bool:
-    """Whether the sweep trains runs of one shape packed into one program.
-
-    `sweep.pack`: true, false, or "auto" = on TPUs only. On an H200 (docs/benchmarks.md,
-    `benchmarks/gpu_check.sh`) 5 seeds packed by vmap made fewer images/s in all than one
-    seed alone at every depth, so on GPUs one run at a time is faster until
-    `benchmarks/pack_check.py` measures a packing that wins there (the wide and grouped
-    layouts, unmeasured on a GPU); on CPU the cores are busy with one net already. TPUs are
-    unmeasured: packing stays the default there on the premise that S small nets fill the
-    matrix units better than one. Only the on-device datasets and the fixed-boundary schedule
-    can be packed.
-    """
-    wanted = base.sweep.pack
-    if wanted == "auto":
-        wanted = _backend(backend) == "tpu"
-    return bool(wanted) and family_of(base.data.dataset) != "imagenet" and \
-        base.optim.lr_schedule == "steps"
-
-
-packs_seeds = packs  # the name before packs held more than seeds
-
-
-def pack_layout(base: ExperimentConfig, backend: str | None = None) -> str:
-    """The formulation a pack of this sweep is laid out in (training/packing.py)."""
-    from resdepth.training.packing import formulation
-
-    return formulation(base.sweep.pack_formulation, _backend(backend))
 
 
 def _backend(backend: str | None) -> str:
@@ -262,11 +290,13 @@ def _pack_groups(base: ExperimentConfig, points: list[GridPoint], backend: str |
     one shape, at most `sweep.pack_size` a pack, where the first of them stood. A shape is a
     depth, and an architecture too unless the layout lets plain and residual nets share a pack
     (packing.mixes_architectures)."""
-    if not packs(base, backend):
-        return [[point] for point in points]
-    from resdepth.training.packing import mixes_architectures
+    from resdepth.training import packing
 
-    mixed = mixes_architectures(pack_layout(base, backend), base.model.shortcut)
+    backend = _backend(backend)
+    if not packing.packs(base, backend):
+        return [[point] for point in points]
+    mixed = packing.mixes_architectures(packing.layout(base.sweep.pack_formulation, backend),
+                                        base.model.shortcut)
     by_shape: dict[tuple, list[list[GridPoint]]] = {}
     groups: list[list[GridPoint]] = []
     for point in points:
@@ -280,16 +310,18 @@ def _pack_groups(base: ExperimentConfig, points: list[GridPoint], backend: str |
 
 def _run_pack(base: ExperimentConfig, group: list[GridPoint], out: Path, on_run, stop,
               on_note, config_notes: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """The runs of one pack in one compiled program (session.train_pack)."""
-    from resdepth.training.session import train_pack
+    """The runs of one pack in one compiled program (packing.Pack through session.train_runs)."""
+    from resdepth.training import packing
+    from resdepth.training.session import train_runs
 
     configs = [point_config(base, point) for point in group]
-    run_dirs = [run_dir_for(out, config) for config in configs]
+    run_dirs = [RunDirectory.of(out, config).path for config in configs]
     sinks = [on_run(point, config, run_dir) for point, config, run_dir in zip(group, configs, run_dirs)]
-    return train_pack(
-        configs, run_dirs, sinks, stop, below=out, config_notes=config_notes,
+    return train_runs(
+        configs, run_dirs, sinks, stop, make_trainer=packing.Pack, below=out,
+        config_notes=config_notes,
         on_locked=lambda i, locked: _locked_summary(configs[i], group[i], run_dirs[i], locked, on_note),
-        on_crash=lambda i, error: _record_failure(configs[i], group[i], run_dirs[i], error))
+        on_crash=lambda i, error: _record_failure(configs[i], run_dirs[i], error))
 
 
 def _locked_summary(config: ExperimentConfig, point: GridPoint, run_dir: Path, locked: RunLocked,
@@ -309,9 +341,9 @@ def dry_run_rows(base: ExperimentConfig, points: list[GridPoint], out: Path) -> 
     backward pass of about twice the forward), times 2 FLOPs per multiply-add.
     """
     from resdepth.models.complexity import count_multiply_adds, count_params
-    from resdepth.data.datasets import IMAGE_SIZE_PIXELS, IN_CHANNELS, NUM_CLASSES
+    from resdepth.dataset_facts import IMAGE_SIZE_PIXELS, IN_CHANNELS, NUM_CLASSES
     from resdepth.models.network import abstract_model
-    from resdepth.training.loop import model_spec
+    from resdepth.training.step import model_spec
 
     rows, cache = [], {}
     channels, image_size = IN_CHANNELS[base.data.dataset], IMAGE_SIZE_PIXELS[base.data.dataset]
@@ -327,7 +359,7 @@ def dry_run_rows(base: ExperimentConfig, points: list[GridPoint], out: Path) -> 
         rows.append({"name": run_name(config), "arch": point.arch, "depth": point.depth,
                      "seed": point.seed, "params": params, "multiply_adds": macs,
                      "train_pflop": 6 * macs * images / 1e15,
-                     "done": _saved_status(run_dir_for(out, config))})
+                     "done": _saved_status(RunDirectory.of(out, config).path)})
     return rows
 
 

@@ -1,8 +1,10 @@
 """The nets of a dataset, measured, beside the paper's own figures: `resdepth info`'s rows.
 
-Parameter and multiply-add counts are read off the model (models/complexity.py); the paper's
-figures are as it prints them: Table 6's rounded parameter counts (CIFAR-10, option A; it gives
-none for ImageNet) and Table 1's FLOPs (ImageNet multiply-adds; none for CIFAR).
+A report, not a model: it sits in results/ beside the paper's numbers it is read against
+(results/paper.py). Parameter and multiply-add counts are read off the model
+(models/complexity.py); the paper's figures are as it prints them: Table 6's rounded parameter
+counts (CIFAR-10, option A; it gives none for ImageNet) and Table 1's FLOPs (ImageNet
+multiply-adds; none for CIFAR).
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from resdepth.dataset_facts import (
+    CIFAR_PAPER_DEPTHS, IMAGE_SIZE_PIXELS, IMAGENET_DEPTHS, IN_CHANNELS, NUM_CLASSES, check_depth,
+    family_of)
 from resdepth.models.architectures import (
-    CIFAR_PAPER_DEPTHS, DEFAULT_SHORTCUT, IMAGENET_DEPTHS, check_shortcut, family_of, stage_plan,
-    weighted_layers)
+    DEFAULT_SHORTCUT, check_shortcut, stage_plan, weighted_layers)
+from resdepth.results import paper
 
 PAPER_SOURCES = {
     "paper_params": "Table 6 (CIFAR-10, option A), rounded as printed (0.27M -> 270000); null where "
@@ -42,12 +47,10 @@ def catalog(dataset: str, depths: list[int] | None = None, shortcut: str | None 
     option = check_shortcut(shortcut or DEFAULT_SHORTCUT[family])
     chosen = depths or list(CIFAR_PAPER_DEPTHS if family == "cifar" else IMAGENET_DEPTHS)
     for depth in chosen:
-        stage_plan(family, depth, dataset)
+        check_depth(family, depth, dataset)
 
-    from resdepth.data.datasets import IMAGE_SIZE_PIXELS, IN_CHANNELS, NUM_CLASSES
     from resdepth.models.complexity import count_multiply_adds, count_params
-    from resdepth.models.network import ModelSpec, abstract_model
-    from resdepth.results import paper
+    from resdepth.models.network import ModelSpec, abstract_model  # JAX: after the checks
 
     channels, size = IN_CHANNELS[dataset], IMAGE_SIZE_PIXELS[dataset]
     rows = []

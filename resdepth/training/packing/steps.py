@@ -1,6 +1,9 @@
-"""The compiled SGD iterations of a channel-packed net (the "wide" and "grouped" formulations).
+"""The compiled SGD iterations of a pack, in each layout (packing/states.py).
 
-S runs of one shape train as one net (models/packed.py) on a `packing.ChannelPackedState`.
+"tuple" and "vmap" run the single run's pure iterations (training/step.py): S copies in one
+program, or `jax.vmap`ped over a stacked state. "wide" and "grouped" train S runs of one shape
+as one net (network.ResNet with the runs as its lanes: packing/net.py) on a
+`ChannelPackedState`.
 Each run keeps everything it has alone: its batch (its own indices, data order and
 augmentation key), its learning rate (its own warm-up state), its loss, errors and interval
 sums. Row i of the packed batch holds image i of every run's batch, run s's in channel block s;
@@ -10,7 +13,7 @@ blocks of every leaf, so it is the update each run makes alone.
 
 A run whose loss, parameters or BatchNorm statistics are non-finite in an iteration has a NaN
 added to its loss sum, so the loop sees it diverge at the iteration it would alone, even where
-the wide layout's guard (models/packed.py `isolate_runs`) has kept its inf or NaN activations
+the wide layout's guard (packing/net.py `isolate_runs`) has kept its inf or NaN activations
 from reaching its own loss; the other runs go on unaffected.
 """
 
@@ -27,9 +30,10 @@ from jax.sharding import Mesh
 
 from resdepth.config import ExperimentConfig
 from resdepth.data.augment import normalize, random_crop_flip
-from resdepth.models.packed import per_run_any
 from resdepth.training.mesh import batch_sharded
-from resdepth.training.step import DeviceDataset, learning_rate, make_optimizer, make_train_step
+from resdepth.training.packing.net import per_run_any
+from resdepth.training.step import (
+    DeviceDataset, TrainState, learning_rate, make_optimizer, train_iterations)
 
 
 def per_run(values: jax.Array, width: int) -> jax.Array:
@@ -41,7 +45,7 @@ def make_channel_packed_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh
                              ) -> Callable[[Any, DeviceDataset, jax.Array], Any]:
     """Jitted (ChannelPackedState, data, indices) -> ChannelPackedState, donated.
 
-    `graphdef` is the packed net's (models/packed.py packed_graphdef); indices int32 (S, B) for
+    `graphdef` is the packed net's (net.packed_graphdef); indices int32 (S, B) for
     one iteration or (S, k, B) for k, sharded over `data` on the batch axis.
     """
     optimizer = make_optimizer(config)
@@ -88,7 +92,7 @@ def make_channel_packed_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh
         )
 
     def steps(state, data: DeviceDataset, indices: jax.Array):
-        # A scan over the call's iterations, one included, as step.make_train_step.
+        # A scan over the call's iterations, one included, as step.train_iterations.
         if indices.ndim == 2:
             indices = indices[:, None]
         body = lambda carry, batch: (step(carry, data, batch), None)  # noqa: E731
@@ -97,12 +101,24 @@ def make_channel_packed_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh
     return jax.jit(steps, donate_argnums=0)
 
 
-def make_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh, formulation: str | None = None,
-              graphdefs: list[Any] | None = None, runs: int = 1
-              ) -> Callable[[Any, DeviceDataset, jax.Array], Any]:
-    """The jitted train step of one run (`formulation` None) or of a pack of `runs` laid out
-    by `formulation` (training/packing.py): `graphdef` is the run's net, or a wide or grouped
-    pack's packed net; `graphdefs` the runs' own nets (a tuple pack's)."""
-    if formulation in ("wide", "grouped"):
-        return make_channel_packed_step(config, graphdef, mesh, runs)
-    return make_train_step(config, graphdef, mesh, formulation=formulation, graphdefs=graphdefs)
+def make_step(config: ExperimentConfig, mesh: Mesh, layout: str, run_graphdefs: list[Any],
+              packed_net: Any = None) -> Callable[[Any, DeviceDataset, jax.Array], Any]:
+    """The jitted (state, data, indices (S, B) or (S, k, B)) -> state of a pack of
+    `len(run_graphdefs)` runs laid out by `layout`, the state donated.
+
+    `run_graphdefs`: each run's own net (a tuple pack's runs may be plain and residual);
+    `packed_net`: the wide or grouped layout's net (net.packed_graphdef).
+    """
+    if layout in ("wide", "grouped"):
+        return make_channel_packed_step(config, packed_net, mesh, len(run_graphdefs))
+    if layout == "vmap":
+        iterations = train_iterations(config, run_graphdefs[0], mesh)
+        return jax.jit(jax.vmap(iterations, in_axes=(0, None, 0)), donate_argnums=0)
+    each = [train_iterations(config, graphdef, mesh) for graphdef in run_graphdefs]
+
+    def each_run(states: tuple[TrainState, ...], data: DeviceDataset, indices: jax.Array
+                 ) -> tuple[TrainState, ...]:
+        return tuple(iterations(state, data, indices[i])
+                     for i, (iterations, state) in enumerate(zip(each, states)))
+
+    return jax.jit(each_run, donate_argnums=0)

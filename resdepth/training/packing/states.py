@@ -1,21 +1,20 @@
 """Packs: several single-run TrainStates as one, and per-run reads and writes of it.
 
-A pack is S runs of one shape trained in one compiled program, laid out by its formulation
-(`sweep.pack_formulation`, `formulation` resolves "auto"):
+A pack is S runs of one shape trained in one compiled program, laid out by its layout
+(`sweep.pack_formulation`; `layout` resolves "auto"):
 
   "tuple"    a tuple of S states, S copies of the step in one program; bit-identical to each
              run alone (the CPU layout); runs may differ in architecture (plain or residual)
   "vmap"     one state with a leading run axis, the pure step `jax.vmap`ped over it (XLA turns
              the convolutions into grouped ones); one architecture per pack
-  "wide"     one net with the runs' channels side by side (models/packed.py): dense convolutions
+  "wide"     one net with the runs' channels side by side (packing/net.py): dense convolutions
              with block-diagonal kernels; plain and residual runs may share a pack
   "grouped"  the same packed net with grouped convolutions over the runs' channel blocks
 
 The wide and grouped layouts keep a `ChannelPackedState`: every parameter, BatchNorm statistic
 and momentum leaf is the S runs' leaves joined on the last axis, the scalar fields one value per
-run. The helpers here also take a single (unpacked) state, as one run, so the training loop
-reads and writes one run and a pack alike; `seed_slice` gives a run's own state in the single-run
-form, which is what each run's checkpoint holds (a run resumes alone or in any pack).
+run. `seed_slice` gives a run's own state in the single-run form, which is what each run's
+checkpoint holds (a run resumes alone or in any pack).
 """
 
 from __future__ import annotations
@@ -28,30 +27,23 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from resdepth.errors import InvalidChoice
-from resdepth.models.packed import pack_leaves, unpack_leaf
+from resdepth.choices import PACK_LAYOUTS
 from resdepth.training.mesh import host_value, replicated, replicated_scalar
+from resdepth.training.packing.net import pack_leaves, unpack_leaf
 from resdepth.training.step import TrainState
 
-FORMULATIONS = ("tuple", "vmap", "wide", "grouped")
-# Formulations whose runs may differ in model.residual (plain-N beside ResNet-N: same layers).
+# Layouts whose runs may differ in model.residual (plain-N beside ResNet-N: same layers).
 MIXES_ARCHITECTURES = ("tuple", "wide", "grouped")
 
 
-def formulation(setting: str, backend: str) -> str:
-    """The layout of a pack for `sweep.pack_formulation` on `backend`.
-
-    "auto" is "tuple" on CPU (exact: bit-identical to each run alone) and "vmap" on GPUs and
-    TPUs, today's layout there. The choice on accelerators waits on the H200 measurement of
-    `benchmarks/pack_check.py` (docs/benchmarks.md): on the last one (2026-11-27) five vmapped
-    seeds made 0.78-0.92x the images/s of one seed alone; the wide and grouped layouts are
-    unmeasured on a GPU.
-    """
+def layout(setting: str, backend: str) -> str:
+    """The layout of a pack for `sweep.pack_formulation` (validated with the config) on
+    `backend`: "auto" is "tuple" on CPU (exact: bit-identical to each run alone) and "vmap" on
+    GPUs and TPUs until a GPU measurement of benchmarks/pack_check.py (docs/benchmarks.md)
+    shows another layout pays there."""
     if setting == "auto":
         return "tuple" if backend == "cpu" else "vmap"
-    if setting not in FORMULATIONS:
-        raise InvalidChoice(f"unknown pack formulation {setting!r}; choose auto, "
-                            f"{', '.join(FORMULATIONS[:-1])} or {FORMULATIONS[-1]}")
+    assert setting in PACK_LAYOUTS, setting  # config.py validates sweep.pack_formulation
     return setting
 
 
@@ -67,18 +59,15 @@ def mixes_architectures(layout: str, shortcut: str) -> bool:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class ChannelPackedState(TrainState):
-    """S runs' TrainStates as the packed net's (models/packed.py): params, batch_stats and
+    """S runs' TrainStates as the packed net's (packing/net.py): params, batch_stats and
     opt_state leaves joined on the last axis; step, rng, warmup_active, lr_scale and the
     interval sums with a leading run axis (S,)."""
 
 
-def pack_states(states: list[TrainState], mesh: Mesh, layout: str | bool = "tuple", *,
-                stacked: bool | None = None) -> TrainState | tuple[TrainState, ...]:
-    """S single-run states as one packed state of `layout`, a formulation (True and False, or
-    `stacked`, the flag before formulations, mean "vmap" and "tuple")."""
-    if stacked is not None:
-        layout = stacked
-    if layout is True or layout == "vmap":
+def pack_states(states: list[TrainState], mesh: Mesh, layout: str = "tuple"
+                ) -> TrainState | tuple[TrainState, ...]:
+    """S single-run states as one packed state of `layout`."""
+    if layout == "vmap":
         return stack_states(states, mesh)
     if layout in ("wide", "grouped"):
         return channel_pack_states(states, mesh)
