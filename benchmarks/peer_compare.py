@@ -23,7 +23,7 @@ Imports neither JAX nor torch itself.
 
     benchmarks/gpu_check.sh --full        # on the GPU: profile, peer, projection (about 7 minutes)
     JAX_PLATFORMS=cpu PYTHONPATH=. python -m benchmarks.peer_compare --smoke \\
-        --torch-python /tmp/torchvenv/bin/python --depths 20      # smoke test on a CPU
+        --torch-python /tmp/venv-torch/bin/python --depths 8 --profile-depths 8   # CPU smoke test
 """
 
 from __future__ import annotations
@@ -162,7 +162,8 @@ def main() -> None:
     parser.add_argument("--profile-depths", default="20,110")
     parser.add_argument("--profile-budget-s", type=float, default=60,
                         help="gpu_profile.py starts no cost analysis after this")
-    parser.add_argument("--profile-cap-s", type=float, default=90, help="gpu_profile.py is stopped after this")
+    parser.add_argument("--profile-cap-s", type=float, default=90,
+                        help="gpu_profile.py is stopped after this")
     parser.add_argument("--torch-budget-s", type=float, default=200,
                         help="torch_peer.py starts no row after this; stopped 30 s later")
     parser.add_argument("--resdepth-budget-s", type=float, default=150,

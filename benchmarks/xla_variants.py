@@ -167,6 +167,66 @@ def format_table(results: list[dict[str, Any]], depths: list[int], dtypes: list[
     return lines
 
 
+def why_skipped(variant: Variant, rejected: str | None, backend: str | None,
+                depths: list[int]) -> str | None:
+    """Why `variant` is not measured (None: it is): its flags refused by this jaxlib, XLA:GPU
+    flags off a GPU (`backend`: the default's, None before it is known), or no depth for it."""
+    if rejected:
+        return f"this jaxlib refuses its flags: {rejected}"
+    if variant.gpu_only and backend not in (None, "gpu"):
+        return f"XLA:GPU flags: no effect on {backend}"
+    if not [d for d in depths if variant.max_depth is None or d <= variant.max_depth]:
+        return f"no depth up to {variant.max_depth}"
+    return None
+
+
+def measure_variant(variant: Variant, result: dict[str, Any], command: list[str], cap_s: float,
+                    flags: str, json_path: Path, on_stop) -> None:
+    """Runs `variant`'s gpu_check.py under XLA_FLAGS `flags`, stopped after `cap_s`; puts what it
+    wrote into `result` (its JSON is rewritten after each cell: a stopped child's cells count).
+    When this process is terminated meanwhile, `on_stop()` runs before it exits."""
+    env = {**os.environ, "XLA_FLAGS": flags}
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    begun = time.perf_counter()
+
+    def keep(code: int) -> None:
+        check = json.loads(json_path.read_text()) if json_path.exists() else None
+        result.update(status="measured" if check else "failed", check=check,
+                      seconds=round(time.perf_counter() - begun, 1),
+                      note="" if code == 0 else f"exit code {code}"
+                      + (" (stopped at its cap)" if code == 124 else ""))
+
+    try:
+        _, code, _ = run(f"variant {variant.name}", command, cap_s, env)
+    except SystemExit:
+        keep(143)
+        on_stop()
+        raise
+    keep(code)
+
+
+def read_baseline(path: str | None, base_flags: str) -> dict[str, Any] | None:
+    """The gpu_check.py JSON at `path` when it can stand for the default here: readable, run
+    under this process's XLA_FLAGS (else None, said in one line)."""
+    if not path:
+        return None
+    try:
+        baseline = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        print(f"baseline {path} unreadable ({error}): the default is measured here")
+        return None
+    missing = [key for key in ("rounds", "round_s", "steps_per_call", "measurements")
+               if key not in baseline]
+    if missing:
+        print(f"baseline {path} lacks {', '.join(missing)}: the default is measured here")
+        return None
+    if baseline.get("xla_flags", "") != base_flags:
+        print(f"baseline {path} ran under XLA_FLAGS {baseline.get('xla_flags')!r}, not "
+              f"{base_flags!r}: the default is measured here")
+        return None
+    return baseline
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default=DEFAULT_VARIANTS,
@@ -195,33 +255,21 @@ def main() -> None:
     unknown = [name for name in names if name not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    variants = [VARIANTS[name] for name in names]
     depths = [int(d) for d in args.depths.split(",")]
     dtypes = args.dtypes.split(",")
     json_path = Path(args.json) if args.json else (Path(os.environ["OUT"]) / "variants.json"
                                                    if os.environ.get("OUT") else None)
-    settings = {"rounds": args.rounds, "round_s": args.round_s, "steps": args.steps,
-                "steps_per_call": args.steps_per_call}
-    baseline = None
-    if args.baseline_json:
-        try:
-            baseline = json.loads(Path(args.baseline_json).read_text())
-            settings = {"rounds": baseline["rounds"], "round_s": baseline["round_s"],
-                        "steps": baseline.get("steps"), "steps_per_call": baseline["steps_per_call"]}
-        except (OSError, ValueError, KeyError) as error:
-            print(f"baseline {args.baseline_json} unreadable ({error}): the default is measured here")
-            baseline = None
     started = time.perf_counter()
     cap_s = args.cap_s if args.cap_s is not None else args.budget_s + 60
     base_flags = os.environ.get("XLA_FLAGS", "")
-    if baseline is not None and baseline.get("xla_flags", "") != base_flags:
-        print(f"baseline {args.baseline_json} ran under XLA_FLAGS {baseline.get('xla_flags')!r}, "
-              f"not {base_flags!r}: the default is measured here")
-        baseline = None
+    baseline = read_baseline(args.baseline_json, base_flags)
+    settings = ({key: baseline.get(key) for key in ("rounds", "round_s", "steps", "steps_per_call")}
+                if baseline else {"rounds": args.rounds, "round_s": args.round_s,
+                                  "steps": args.steps, "steps_per_call": args.steps_per_call})
 
     # Every variant's flags, tried at once in children on the CPU, before any variant runs.
-    variants = [VARIANTS[name] for name in names]
     probed = probe_xla_flags([""] + [" ".join(v.flags) for v in variants])
-    plain_options = probed[0][1]
     print(f"variants: {', '.join(names)}; jaxlib {jaxlib_version()}; depths {args.depths}, "
           f"{args.dtypes}; median of {settings['rounds']} rounds of "
           + (f"{settings['steps']} iterations" if settings["steps"] else f"~{settings['round_s']:g} s")
@@ -229,7 +277,7 @@ def main() -> None:
           + (f"; XLA_FLAGS of all {base_flags}" if base_flags else ""), flush=True)
     results: list[dict[str, Any]] = []
     for variant, (complaint, options) in zip(variants, probed[1:]):
-        changed = {k: v for k, v in options.items() if plain_options.get(k) != v}
+        changed = {k: v for k, v in options.items() if probed[0][1].get(k) != v}
         results.append({"name": variant.name, "flags": list(variant.flags),
                         "unrolled": variant.unrolled, "why": variant.why,
                         "xla_options": changed, "rejected": complaint, "check": None,
@@ -249,49 +297,29 @@ def main() -> None:
         json_path.with_suffix(".partial").write_text(json.dumps(document, indent=1))
         os.replace(json_path.with_suffix(".partial"), json_path)
 
-    backend = None
-    env = dict(os.environ)
-    env.setdefault("PYTHONUNBUFFERED", "1")
+    backend = baseline.get("backend") if baseline else None
     with tempfile.TemporaryDirectory(prefix="resdepth-variants-") as scratch:
         for index, (variant, result) in enumerate(zip(variants, results)):
-            its_depths = [d for d in depths if variant.max_depth is None or d <= variant.max_depth]
-            if result["rejected"]:
-                result.update(status="skipped", note=f"this jaxlib refuses its flags: {result['rejected']}")
-            elif variant.gpu_only and backend not in (None, "gpu"):
-                result.update(status="skipped", note=f"XLA:GPU flags: no effect on {backend}")
-            elif not its_depths:
-                result.update(status="skipped", note=f"no depth up to {variant.max_depth}")
-            elif variant.name == "default" and baseline is not None:
-                result.update(status="measured", check=baseline,
-                              note=f"taken from {args.baseline_json}")
+            skipped = why_skipped(variant, result["rejected"], backend, depths)
+            to_run = [v for v, r in zip(variants[index:], results[index:])
+                      if not why_skipped(v, r["rejected"], backend, depths)
+                      and not (v.name == "default" and baseline)]
+            left = args.budget_s - (time.perf_counter() - started)
+            if skipped:
+                result.update(status="skipped", note=skipped)
+            elif variant.name == "default" and baseline:
+                result.update(status="measured", check=baseline, note=f"taken from {args.baseline_json}")
+            elif left <= 0:
+                result.update(status="skipped", note="time budget spent")
             else:
-                left = args.budget_s - (time.perf_counter() - started)
-                waiting = sum(1 for r in results[index:] if r["status"] == "waiting")
-                if left <= 0:
-                    result.update(status="skipped", note="time budget spent")
-                else:
-                    share = share_of_budget(left, waiting)
-                    path = Path(scratch) / f"{index}.json"
-                    command = child_command(variant, its_depths, dtypes, settings, share, path)
-                    env["XLA_FLAGS"] = " ".join([base_flags, *variant.flags]).strip()
-                    cap_left = cap_s - (time.perf_counter() - started)
-                    cap = max(1.0, min(share + 10 + variant.grace_s, cap_left))
-                    begun = time.perf_counter()
-
-                    def keep(code: int) -> None:  # what the child wrote, after each of its cells
-                        check = json.loads(path.read_text()) if path.exists() else None
-                        result.update(status="measured" if check else "failed", check=check,
-                                      seconds=round(time.perf_counter() - begun, 1),
-                                      note="" if code == 0 else f"exit code {code}"
-                                      + (" (stopped at its cap)" if code == 124 else ""))
-
-                    try:
-                        _, code, _ = run(f"variant {variant.name}", command, cap, env)
-                    except SystemExit:  # this process terminated: keep what was measured
-                        keep(143)
-                        write_json()
-                        raise
-                    keep(code)
+                share = share_of_budget(left, len(to_run))
+                path = Path(scratch) / f"{index}.json"
+                its_depths = [d for d in depths if variant.max_depth is None or d <= variant.max_depth]
+                command = child_command(variant, its_depths, dtypes, settings, share, path)
+                cap = max(1.0, min(share + 10 + variant.grace_s,
+                                   cap_s - (time.perf_counter() - started)))
+                measure_variant(variant, result, command, cap,
+                                " ".join([base_flags, *variant.flags]).strip(), path, write_json)
             if result["status"] != "measured":
                 print(f"  {variant.name}: {result['status']}: {result['note']}", flush=True)
             if result["check"] and backend is None:

@@ -272,24 +272,18 @@ def plateau_decisions(errors, *overrides):
 
     import jax.numpy as jnp
 
-    from resdepth.training.mesh import make_mesh
     from resdepth.config import load_config, parse_override
-    from resdepth.training.loop import HostState, _plateau_update
-
-    @dataclasses.dataclass
-    class State:
-        lr_scale: jax.Array
+    from resdepth.training.loop import HostState, _plateau_scale
 
     config = load_config("imagenet", [parse_override("optim.lr_schedule='plateau'"),
                                       *(parse_override(text) for text in overrides)])
-    mesh = make_mesh()
-    state, host, scales = State(jnp.float32(1.0)), HostState(), []
+    scale, host, scales = float(jnp.float32(1.0)), HostState(), []
     for step, (holdout, test) in enumerate(errors, 1):
         row = {"type": "eval", "step": step, "test_error": test}
         if holdout is not None:
             row["holdout_error"] = holdout
-        state = _plateau_update(config, state, host, row, mesh, lambda event: None, step)
-        scales.append(round(float(state.lr_scale), 6))
+        scale = float(jnp.float32(_plateau_scale(config, scale, host, row, lambda event: None, step)))
+        scales.append(round(scale, 6))
     return scales
 
 
@@ -346,7 +340,7 @@ def test_split_off_holdout_is_a_fixed_disjoint_part_of_the_training_images():
 
 def test_plateau_refusals_are_one_line_choices():
     from resdepth.errors import InvalidChoice
-    from resdepth.config import DataConfig, ExperimentConfig, OptimConfig
+    from resdepth.config import DataConfig, ExperimentConfig, OptimConfig, validate
     from resdepth.training.sources import plateau_holdout_examples, split_off_holdout
 
     def config(schedule, holdout=5000):  # built directly: load_config's own checks would refuse first
@@ -355,10 +349,11 @@ def test_plateau_refusals_are_one_line_choices():
 
     assert plateau_holdout_examples(config("steps")) == 0  # the steps schedule holds nothing out
     assert plateau_holdout_examples(config("plateau")) == 5000
-    with pytest.raises(InvalidChoice, match="plateau_holdout_examples to at least 1"):
-        plateau_holdout_examples(config("plateau", 0))
+    # Refused once, where the config is validated (as it loads), before any source reads it.
+    with pytest.raises(InvalidChoice, match="plateau_holdout_examples = 0: must be >= 1"):
+        validate(config("plateau", 0))
     with pytest.raises(InvalidChoice, match="steps or plateau"):
-        plateau_holdout_examples(config("step"))
+        validate(config("step"))
     with pytest.raises(InvalidChoice, match="leaves none of the 100 digits training images"):
         split_off_holdout(indexed_dataset(100), 100)
 
@@ -382,9 +377,9 @@ def test_device_resident_source_evaluates_the_holdout_of_digits(digits_data_dir)
     graphdef, state = steps.init_state(config, build_model(model_spec(config, 10), 0, 1), mesh)
     source = DeviceResidentSource(config, mesh, data)
     assert len(source.data.train_images) == len(data.train_images) - 97
-    assert source.order.size == len(data.train_images) - 97  # batches index the rest only
+    assert source.order(config.run.seed).size == len(data.train_images) - 97  # batches index the rest only
     source.compile(graphdef, 0)
-    row = source.evaluate(state)
+    row = source.evaluate(state, graphdef)
     held_images, held_labels = source.holdout
     model = nnx.merge(graphdef, state.params, state.batch_stats)
     logits = model(jnp.asarray(held_images, jnp.float32) - source.data.mean_image, train=False)

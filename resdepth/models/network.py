@@ -27,13 +27,13 @@ from flax import nnx
 from jax import lax
 
 from resdepth.dataset_facts import BlockKind
+from resdepth.choices import COMPUTE_DTYPES
 from resdepth.models.architectures import StagePlan, stage_plan
 from resdepth.models.cpu_conv import KEEP_CONV_OUTPUTS, conv_function, cpu_conv
 from resdepth.runtime.backend import current_backend
 
-Shortcut = Literal["A", "B", "C"]
-ComputeDtype = Literal["float32", "tf32", "bfloat16"]
-COMPUTE_DTYPES: tuple[str, ...] = ("float32", "tf32", "bfloat16")
+Shortcut = Literal["A", "B", "C"]  # choices.SHORTCUTS, as a type
+ComputeDtype = Literal["float32", "tf32", "bfloat16"]  # choices.COMPUTE_DTYPES, as a type
 
 # He et al. 2015 ("Delving deep into rectifiers"): N(0, 2 / fan_in) for ReLU nets.
 HE_NORMAL = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -92,7 +92,7 @@ def arithmetic(compute_dtype: str) -> tuple[jnp.dtype, lax.Precision | None]:
     None): JAX's default, which XLA may run on TF32 tensor cores on Ampere/Hopper GPUs (on CPU
     both are float32); "bfloat16" -> (bfloat16, None).
     """
-    if compute_dtype not in COMPUTE_DTYPES:
+    if compute_dtype not in COMPUTE_DTYPES:  # config.py refuses it first, for a user
         raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}")
     if compute_dtype == "float32":
         return jnp.dtype(jnp.float32), lax.Precision.HIGHEST

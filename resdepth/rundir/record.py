@@ -26,6 +26,7 @@ from resdepth.rundir.lock import holder
 from resdepth.rundir.metrics import read_metrics
 from resdepth.rundir.run_status import current_status
 from resdepth.rundir.schema import SUMMARY_FIELDS, TOP_FIELDS, checked_responses, read_checked
+from resdepth.dataset_facts import DATASET_FAMILIES
 from resdepth.rundir.summary import COMPLETED, DAMAGED, TEST, VALIDATION  # noqa: F401
 
 # ------------------------------------------------------------------------------- the record
@@ -111,8 +112,9 @@ class RunRecord:
 
     @property
     def family(self) -> str:
-        """"imagenet" or "cifar" (cifar10 and digits share the CIFAR nets)."""
-        return "imagenet" if self.dataset == "imagenet" else "cifar"
+        """"imagenet" or "cifar" (cifar10 and digits share the CIFAR nets); "cifar" for a run
+        whose dataset is unknown here."""
+        return DATASET_FAMILIES.get(self.dataset, "cifar")
 
     @property
     def label(self) -> str:

@@ -31,7 +31,7 @@ from resdepth.training import step as steps
 from resdepth.errors import InvalidChoice
 from resdepth.config import ExperimentConfig
 from resdepth.data.datasets import BatchOrder, InMemoryDataset, load_dataset
-from resdepth.dataset_facts import NUM_CLASSES
+from resdepth.dataset_facts import IN_CHANNELS, NUM_CLASSES
 from resdepth.training.mesh import DATA_AXIS, batch_sharded, host_value, replicated, to_global
 
 
@@ -178,7 +178,7 @@ class StreamingSource:
         holdout = plateau_holdout_examples(config)
         imagenet_input.prepare_imagenet(config.data)
         self.config, self.mesh = config, mesh
-        self.num_classes, self.in_channels = NUM_CLASSES["imagenet"], 3
+        self.num_classes, self.in_channels = NUM_CLASSES["imagenet"], IN_CHANNELS["imagenet"]
         self.per_process = config.optim.batch_size // jax.process_count()
         self.train_split, self.holdout_split = imagenet_input.holdout_splits(holdout)
         self.examples = (imagenet_input.examples_per_process(config.data, self.train_split)

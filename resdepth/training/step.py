@@ -160,7 +160,7 @@ def train_iterations(config: ExperimentConfig, graphdef: Any, mesh: Mesh
         labels = data.train_labels[indices]
         return apply_gradients(config, graphdef, optimizer, state, images, labels)
 
-    def iterations(state: TrainState, data: DeviceDataset, indices: jax.Array) -> TrainState:
+    def steps(state: TrainState, data: DeviceDataset, indices: jax.Array) -> TrainState:
         # Every call is a scan over its iterations, one iteration included (XLA removes a loop
         # of one trip), so 1 or k iterations per call compute bit-identical results.
         if indices.ndim == 1:
@@ -168,7 +168,7 @@ def train_iterations(config: ExperimentConfig, graphdef: Any, mesh: Mesh
         body = lambda carry, batch: (step(carry, data, batch), None)  # noqa: E731
         return jax.lax.scan(body, state, indices)[0]
 
-    return iterations
+    return steps  # the compiled program's name, jit_steps, in the compilation cache
 
 
 def make_train_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh
