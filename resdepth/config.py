@@ -460,12 +460,17 @@ def parse_override(text: str) -> dict[str, Any]:
     return nested
 
 
+def _experiment_folders() -> tuple[Path, Path]:
+    """Where experiments are found by name: ./experiments, then the installed package's."""
+    return Path.cwd() / "experiments", Path(str(resources.files("resdepth") / "experiments"))
+
+
 def experiment_path(name_or_path: str) -> Path:
     """An experiment file by path, or by name from experiments/ (repo or installed package)."""
     path = Path(name_or_path)
     if path.suffix == ".toml" and path.exists():
         return path
-    for folder in (Path.cwd() / "experiments", Path(str(resources.files("resdepth") / "experiments"))):
+    for folder in _experiment_folders():
         candidate = folder / f"{path.stem}.toml"
         if candidate.exists():
             return candidate
@@ -486,6 +491,41 @@ def _read_experiment(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str,
     if base is not None:
         data = _merge(_read_experiment(base, (*seen, path.stem)), data)
     return {**data, "name": own_name}
+
+
+def dataset_setter(name_or_path: str) -> Path | None:
+    """The experiment file that sets data.dataset for `name_or_path`: the file itself or the
+    nearest base it inherits from; None when none does, and the config has DataConfig's
+    default (cifar10). For a file that loads (load_config has read it without error)."""
+    seen: set[Path] = set()
+    path: Path | None = experiment_path(name_or_path)
+    while path is not None and path.resolve() not in seen:
+        seen.add(path.resolve())
+        data = tomllib.loads(path.read_text())
+        if isinstance(data.get("data"), dict) and "dataset" in data["data"]:
+            return path
+        base = data.get("base")
+        path = experiment_path(base) if isinstance(base, str) else None
+    return None
+
+
+def borrowed_name(name_or_path: str) -> str | None:
+    """The name of a shipped experiment that a file outside the experiment folders carries as
+    its own: `resdepth config --dataset digits > mine.toml` writes name = "digits", and runs
+    trained from mine.toml would go among the digits experiment's, meeting its runs of the same
+    nets. None for a file in an experiment folder (table4.toml shares table3's runs on purpose),
+    a file whose name is its own stem, or a name no experiment file has."""
+    path = experiment_path(name_or_path)
+    folders = {folder.resolve() for folder in _experiment_folders()}
+    if path.resolve().parent in folders:
+        return None
+    try:
+        name = tomllib.loads(path.read_text()).get("name")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None  # load_config says what is wrong with it
+    if not isinstance(name, str) or name == path.stem:
+        return None
+    return name if any((folder / f"{name}.toml").is_file() for folder in folders) else None
 
 
 def load_config(experiment: str | None = None, overrides: list[dict[str, Any]] | None = None

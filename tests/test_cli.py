@@ -76,7 +76,8 @@ def test_info_shows_our_counts_beside_the_papers():
     result = runner.invoke(app, ["info", "--dataset", "imagenet", "--depths", "50"], env={"COLUMNS": "200"})
     assert "25,557,032" in result.output and "3.86e9" in result.output and "3.8e9" in result.output
     row = next(line for line in result.output.splitlines() if "25,557,032" in line)
-    assert row.count("25,557,032") == 1 and "—" in row  # Table 1 gives FLOPs, no parameters
+    # Table 1 gives FLOPs, no parameters: no all-dash column of the paper's parameters (issue 22).
+    assert row.count("25,557,032") == 1 and "paper params" not in result.output
 
 
 @pytest.mark.parametrize("command", [["train", "--depth", "9"], ["sweep", "--depths", "9", "--dry-run"],

@@ -183,7 +183,7 @@ def test_plot_folder_writes_validation_figures_apart(tmp_path: Path, recorded_ru
     summary = json.loads(summary_file.read_text())
     summary_file.write_text(json.dumps({**summary, "eval_split": "validation"}))
 
-    written = {path.name for path in plot_folder(experiment)}
+    written = {path.name for path in plot_folder(experiment).paths}
 
     assert {"figure6.png", "figure6-validation.png", "degradation-validation.svg"} <= written
 

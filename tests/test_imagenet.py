@@ -268,8 +268,6 @@ def test_holdout_splits_cut_the_train_split_in_two_disjoint_parts():
 
 def plateau_decisions(errors, *overrides):
     """The lr_scale after each evaluation row (holdout_error, test_error) of a plateau run."""
-    import dataclasses
-
     import jax.numpy as jnp
 
     from resdepth.config import load_config, parse_override

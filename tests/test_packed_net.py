@@ -143,6 +143,26 @@ def test_each_run_of_a_pack_gets_its_iteration_alone(digits, alone, layout, iter
                 assert int(mine.step) == 1
 
 
+def test_a_pack_of_two_built_from_the_one_resnet_gets_each_runs_first_iteration(digits, alone):
+    """A plain-8 beside a ResNet-8: network.ResNet with two lanes (no second net class) takes
+    one iteration, and each run gets the loss and parameters it gets alone."""
+    from resdepth.models.network import ResNet
+
+    _, mesh, data, _ = digits
+    keys = ((False, 0), (True, 1))
+    config = alone[keys[0]][0]
+    net = packed_graphdef(model_spec(config, 10), [residual for residual, _ in keys], "wide", 1)
+    assert net.nodes[0].type is ResNet  # the root of the packed graph
+    packed = packing.pack_states([alone[key][2][0] for key in keys], mesh, "wide")
+    train = packed_step(digits, alone, keys, "wide")
+    packed = train(packed, data, np.stack([alone[key][4][0] for key in keys]))
+    losses = packing.seed_values(packed, "loss_sum")
+    for position, key in enumerate(keys):
+        want = alone[key][3][0]
+        assert abs(losses[position] - want) <= 1e-4 * abs(want), (key, losses[position], want)
+        assert relative_difference(alone[key][2][1].params, packing.seed_slice(packed, position).params) < 1e-5
+
+
 def test_packing_and_unpacking_is_exact_and_a_diverged_run_leaves_the_others_alone(digits, alone):
     _, mesh, data, _ = digits
     keys = PACK

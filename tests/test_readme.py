@@ -65,3 +65,52 @@ def test_the_readme_slurm_workflow_runs_as_written(tmp_path, monkeypatch, record
     table6 = shared / "results" / "table6"
     assert (table6 / "table.md").exists() and (table6 / "report.html").exists()
     assert (table6 / "figure6.png").exists() and (table6 / "figure7.png").exists()
+
+
+def demo_section() -> str:
+    text = README.read_text()
+    return text[text.index("1. `make demo`"):text.index("2. `make test`")]
+
+
+def markdown_rows(text: str, first_cell: str) -> dict[str, list[str]]:
+    """{first cell: the other cells} of every table row of `text` whose first cell starts so."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.strip().startswith("|") and cells[0].startswith(first_cell):
+            rows[cells[0]] = [cell.replace("*", "") for cell in cells[1:]]
+    return rows
+
+
+def test_the_readme_says_how_many_seeds_the_demo_trains_and_shows_its_table():
+    from resdepth.config import load_config
+
+    seeds = load_config("demo").sweep.seeds  # what `make demo` sweeps
+    section = demo_section()
+    assert f"The demo trains **{len(seeds)} seed" in section
+    # The README's numbers are the table `make demo` wrote (docs/figures/demo-table.md), whose
+    # headers say "1 seed", not "mean ± std", when each net has one.
+    table = (README.parent / "docs" / "figures" / "demo-table.md").read_text()
+    assert "(1 seed)" in table and "± std" not in table.split("## demo: runs")[0]
+    runs = table.split("## demo: runs")[1]
+    made = markdown_rows(runs, "plain-") | markdown_rows(runs, "resnet-")
+    seed0 = section.split("One seed is one draw")[0]
+    shown = markdown_rows(seed0, "plain-") | markdown_rows(seed0, "ResNet-")
+    names = {"plain-20": "plain-20-seed0", "plain-56": "plain-56-seed0",
+             "ResNet-20": "resnet-20-A-seed0", "ResNet-56": "resnet-56-A-seed0"}
+    for net, run in names.items():
+        assert shown[net] == made[run][-2:], net  # training and test error, %
+
+
+def test_the_readmes_spread_over_seeds_is_the_mean_and_sample_std_of_its_seeds():
+    import statistics
+
+    rows = markdown_rows(demo_section().split("One seed is one draw")[1], "plain-")
+    assert set(rows) == {"plain-20", "plain-56"}
+    for cells in rows.values():
+        for cell in cells:  # "36.88, 64.69, 48.91 (50.16 ± 13.95)"
+            values = [float(v) for v in cell.split(" (")[0].split(", ")]
+            mean, std = (float(v) for v in cell.split(" (")[1].rstrip(")").split(" ± "))
+            assert len(values) == 3
+            assert abs(statistics.mean(values) - mean) < 0.006
+            assert abs(statistics.stdev(values) - std) < 0.006

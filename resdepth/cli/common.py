@@ -4,10 +4,11 @@ set-up before JAX or TensorFlow start. Heavy imports happen inside commands so `
 is fast."""
 
 
+import contextlib
 import functools
 import logging
 import sys
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -77,7 +78,9 @@ _library_log.propagate = False  # not twice through absl's or anyone's root hand
 
 
 def user_errors(command: Callable) -> Callable:
-    """Turns InvalidChoice (and Ctrl-C outside a run) into one line and exit code 2."""
+    """Turns InvalidChoice into one line and exit code 2, and a Ctrl-C the command does not
+    handle itself into the line "interrupted" and exit code 130 (Typer's own exits with 130
+    and says nothing)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -86,6 +89,9 @@ def user_errors(command: Callable) -> Callable:
         except InvalidChoice as error:
             errors.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console.print("interrupted", highlight=False)
+            raise typer.Exit(130) from None
 
     return wrapper
 
@@ -117,13 +123,48 @@ def _prepare_runtime(data: Any = None) -> None:
     from resdepth.runtime import quiet
     from resdepth.runtime.jax_setup import enable_compilation_cache
 
-    quiet.quiet_logs()
-    if data is not None:
-        from resdepth.data.datasets import check_download_reachable
+    with _ctrl_c_kept():  # the first seconds of a command, where a Ctrl-C most often comes
+        quiet.quiet_logs()
+        if data is not None:
+            from resdepth.data.datasets import check_download_reachable
 
-        check_download_reachable(data)  # seconds, before TensorFlow's import costs more
-    quiet.import_tensorflow_quietly()
-    enable_compilation_cache()
+            check_download_reachable(data)  # seconds, before TensorFlow's import costs more
+        quiet.import_tensorflow_quietly()
+        enable_compilation_cache()
+
+
+@contextlib.contextmanager
+def _ctrl_c_kept() -> Iterator[None]:
+    """A Ctrl-C in the block raises KeyboardInterrupt, as always, and is also remembered: one
+    raised inside a garbage-collector callback (JAX registers one, and TensorFlow's import
+    imports JAX) is reported by Python as "Exception ignored" and dropped, and the command
+    would go on to train. At the end of the block a remembered Ctrl-C is raised again, and
+    the dropped one's report is not shown."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed: list[int] = []
+
+    def on_ctrl_c(signum, frame):
+        pressed.append(signum)
+        raise KeyboardInterrupt
+
+    def unraisable(report) -> None:
+        if not isinstance(report.exc_value, KeyboardInterrupt):
+            previous_hook(report)
+
+    previous, previous_hook = signal.signal(signal.SIGINT, on_ctrl_c), sys.unraisablehook
+    sys.unraisablehook = unraisable
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = previous_hook
+    if pressed:
+        raise KeyboardInterrupt
 
 
 
@@ -156,10 +197,64 @@ def _build_config(experiment: Optional[str], dataset: Optional[str], overrides: 
         family_of(dataset)  # "unknown dataset", before it is taken for an experiment's name
     name = experiment or dataset or "cifar10"  # each dataset has an experiment of its name
     parsed = [parse_override(text) for text in overrides]
+    if experiment is not None and not any("name" in override for override in parsed):
+        parsed = [*_named_after_file(experiment), *parsed]
     cli = {}
     for path, value in fields.items():
         if value is not None:
             section, key = path.split(".")
             cli.setdefault(section, {})[key] = value
     return load_config(name, [cli, *parsed] if cli else parsed)  # validated as it loads
+
+
+def _named_after_file(experiment: str) -> list[dict[str, Any]]:
+    """[{"name": <the file's stem>}] for a file outside the experiment folders that carries a
+    shipped experiment's name (`resdepth config --dataset digits > mine.toml` writes name =
+    "digits"), said in one line on stderr, so its runs go to OUT/mine rather than among the
+    digits runs, where the same net's run meets them as a conflict; else []."""
+    from resdepth.config import borrowed_name, experiment_path
+
+    borrowed = borrowed_name(experiment)
+    if borrowed is None:
+        return []
+    stem = experiment_path(experiment).stem
+    errors.print(f'{experiment}: named "{stem}" after the file, not "{borrowed}" as it says: that '
+                 f"is the {borrowed} experiment's name, whose runs it would meet (--set "
+                 f"name={borrowed} keeps it)", highlight=False, soft_wrap=True)
+    return [{"name": stem}]
+
+
+def dataset_origin(experiment: Optional[str], dataset: Optional[str], overrides: list[str],
+                   chosen: str) -> Optional[str]:
+    """Where the config's dataset `chosen` came from, when nobody named it: the defaults behind
+    an experiment file that names no dataset, or no --dataset or --experiment at all. None when
+    --dataset, --set data.dataset=... or an experiment file (or its base) names it."""
+    from resdepth.config import dataset_setter, parse_override
+
+    if dataset is not None:
+        return None
+    for text in overrides:
+        data = parse_override(text).get("data")
+        if isinstance(data, dict) and "dataset" in data:
+            return None
+    if experiment is None:
+        return f"{chosen} because no --dataset or --experiment was given; --dataset digits downloads nothing"
+    if dataset_setter(experiment) is not None:
+        return None
+    return (f"{chosen} because {experiment} names no dataset and {chosen} is the default: set "
+            f"data.dataset in it or pass --dataset; digits downloads nothing")
+
+
+@contextlib.contextmanager
+def dataset_origin_said(origin: Optional[str]) -> Iterator[None]:
+    """A dataset that cannot be downloaded or prepared in the body (DatasetUnavailable) is said
+    with `origin`, where the choice of that dataset came from (dataset_origin)."""
+    from resdepth.data.datasets import DatasetUnavailable
+
+    try:
+        yield
+    except DatasetUnavailable as error:
+        if origin is None:
+            raise
+        raise DatasetUnavailable(f"{error}; {origin}") from None
 

@@ -24,13 +24,26 @@ def devices_line() -> str:
 
 
 
+def fitting(figures: list[str], width: int) -> str:
+    """The leading `figures` that fit in `width` characters, space-separated: a figure that
+    does not fit is left out whole (Rich would cut it, "loss 0.0…", which reads as a value)."""
+    shown = ""
+    for figure in figures:
+        joined = f"{shown} {figure}" if shown else figure
+        if len(joined) > width:
+            break
+        shown = joined
+    return shown
+
+
 class RunDisplay:
     """Rich progress bar on a terminal, plain log lines otherwise (CI, files, pipes).
 
     At the start of a run it names the devices and the run directory, warns when CIFAR-10 or
     ImageNet is about to train on a CPU, and says the first iteration waits for compilation.
     The bar's columns have fixed widths so that the iteration count survives an 80-column
-    terminal; the statistics get what is left.
+    terminal; the statistics get what is left, as many whole figures as fit, most telling first
+    (test error, training error, loss, learning rate, speed), never one cut off mid-number.
 
     A plain line for iteration N shows the test error of the evaluation at N, or none when N was
     not evaluated (the loop sends an iteration's "eval" event before its "train" event); the bar
@@ -46,6 +59,7 @@ class RunDisplay:
         self.progress, self.task = None, None
         self.last_eval: Optional[tuple[int, float]] = None  # (iteration, test error)
         self.last_line_tenth = 0
+        self.stats_width = 0  # characters the bar leaves its statistics
 
     def __enter__(self):
         return self  # the bar starts with the run: its widths depend on the iteration count
@@ -62,17 +76,18 @@ class RunDisplay:
         if event.kind == "start":
             self._start(event)
         elif event.kind == "train":
-            stats = (f"err {100 * data['train_error']:.1f}% loss {data['train_loss']:.3f} "
-                     f"lr {data['learning_rate']:.3g} {data['images_per_s']:.0f} img/s")
+            figures = [f"err {100 * data['train_error']:.1f}%", f"loss {data['train_loss']:.3f}",
+                       f"lr {data['learning_rate']:.3g}", f"{data['images_per_s']:.0f} img/s"]
             if self.progress is not None:
                 if self.last_eval is not None:
                     step, error = self.last_eval
-                    stats = f"test {100 * error:.2f}% @{step} " + stats
-                self.progress.update(self.task, completed=event.step, stats=stats)
+                    figures.insert(0, f"test {100 * error:.2f}% @{step}")
+                self.progress.update(self.task, completed=event.step,
+                                     stats=fitting(figures, self.stats_width))
             elif self._plain_line_due(event):
                 if self.last_eval is not None and self.last_eval[0] == event.step:
-                    stats = f"test {100 * self.last_eval[1]:.2f}% " + stats
-                self._line(f"{self.label} iter {event.step}/{event.total_steps} {stats}")
+                    figures.insert(0, f"test {100 * self.last_eval[1]:.2f}%")
+                self._line(f"{self.label} iter {event.step}/{event.total_steps} {' '.join(figures)}")
         elif event.kind == "eval":
             self.last_eval = (event.step, data["test_error"])
         elif event.kind == "already_completed":
@@ -113,6 +128,7 @@ class RunDisplay:
         bar_w = 10 if width < 100 else 20
         eta_w = 7  # "1:02:03"
         stats_w = max(0, min(64, width - name_w - count_w - bar_w - eta_w - 5))
+        self.stats_width = stats_w
         return Progress(
             TextColumn("{task.description}", style="bold", markup=False,
                        table_column=Column(width=name_w, no_wrap=True, overflow="ellipsis")),

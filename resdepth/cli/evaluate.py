@@ -13,7 +13,7 @@ from resdepth.cli.common import (app, console, errors, examples, user_errors, _p
                              "resdepth analyze results/demo/plain-56-seed0"))
 @user_errors
 def analyze(
-    run_dirs: Annotated[list[Path], typer.Argument(help="run directories (or experiment folders)")],
+    run_dirs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR", help="run directories (or experiment folders)")],
     data_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="TFDS data dir, if not the run's own")] = None,
 ) -> None:
     """Std of each 3x3 layer's response on the test set (Figure 7), saved in each run."""
@@ -34,7 +34,7 @@ def analyze(
                              "resdepth evaluate results/table3 --mode multiscale"))
 @user_errors
 def evaluate(
-    run_dirs: Annotated[list[Path], typer.Argument(help="ImageNet run directories, or experiment folders (files among them are passed over)")],
+    run_dirs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR", help="ImageNet run directories, or experiment folders (files among them are passed over)")],
     mode: Annotated[str, typer.Option(metavar="10crop|multiscale", help="10crop (Tables 2, 3) or multiscale (Table 4)")] = "10crop",
     data_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="TFDS data dir, if not the run's own")] = None,
     manual_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="folder holding the ImageNet archives")] = None,

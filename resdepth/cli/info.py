@@ -28,13 +28,36 @@ def info(
         return
     table = Table(title=f"{dataset}: residual nets, shortcut option {nets.shortcut}, "
                         f"{nets.image_size_pixels}x{nets.image_size_pixels} input")
-    for column in ("depth", "layers", "blocks/stage", "params", "paper params (Table 6)",
-                   "multiply-adds", "paper FLOPs (Table 1)"):
+    # The paper's columns only where the paper gives a figure for some row: Table 6 counts
+    # parameters for CIFAR-10 alone, Table 1 multiply-adds for ImageNet alone.
+    paper_params = any(row["paper_params_label"] for row in nets.rows)
+    paper_flops = any(row["paper_multiply_adds"] for row in nets.rows)
+    scale = multiply_adds_scale([row["multiply_adds"] for row in nets.rows])
+    columns = ("depth", "layers", "blocks/stage", "params",
+               *(("paper params (Table 6)",) if paper_params else ()), "multiply-adds",
+               *(("paper FLOPs (Table 1)",) if paper_flops else ()))
+    for column in columns:
         table.add_column(column, justify="right")
     for row in nets.rows:
-        macs, flops = row["multiply_adds"], row["paper_multiply_adds"]
-        table.add_row(str(row["depth"]), str(row["layers"]), "/".join(map(str, row["blocks_per_stage"])),
-                      f"{row['params']:,}", row["paper_params_label"] or "—",
-                      f"{macs / 1e9:.2f}e9" if macs >= 1e8 else f"{macs / 1e6:.1f}e6",
-                      f"{flops / 1e9:.1f}e9" if flops else "—")
+        flops = row["paper_multiply_adds"]
+        cells = [str(row["depth"]), str(row["layers"]),
+                 "/".join(map(str, row["blocks_per_stage"])), f"{row['params']:,}"]
+        if paper_params:
+            cells.append(row["paper_params_label"] or "—")
+        cells.append(format_multiply_adds(row["multiply_adds"], scale))
+        if paper_flops:
+            cells.append(format_multiply_adds(flops, scale, paper=True) if flops else "—")
+        table.add_row(*cells)
     console.print(table)
+
+
+def multiply_adds_scale(counts: list[int]) -> int:
+    """The power of ten every multiply-add count of one table is written in: 9 when all reach a
+    billion (ImageNet's nets), else 6, so that a column never mixes 40.6e6 with 0.13e9."""
+    return 9 if min(counts) >= 1e9 else 6
+
+
+def format_multiply_adds(count: float, scale: int, paper: bool = False) -> str:
+    """3.86e9 (ours, two decimals), 3.8e9 (the paper's, one, as Table 1 prints it), 40.6e6."""
+    decimals = 1 if paper or scale == 6 else 2
+    return f"{count / 10 ** scale:.{decimals}f}e{scale}"

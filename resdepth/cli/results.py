@@ -13,19 +13,22 @@ from resdepth.cli.common import (app, console, errors, examples, user_errors, _p
 # ------------------------------------------------------------------- plot, table, analyze
 @app.command(epilog=examples("resdepth plot results/demo"))
 @user_errors
-def plot(folder: Annotated[Path, typer.Argument(help="an experiment folder, or a folder of them")]) -> None:
+def plot(folder: Annotated[Path, typer.Argument(metavar="FOLDER", help="an experiment folder, or a folder of them")]) -> None:
     """Figure 6, the degradation plot, Figure 7 (and Figure 4 for ImageNet) from saved runs."""
     from resdepth.results.plots import plot_folder
 
-    for path in plot_folder(folder):
+    plotted = plot_folder(folder)
+    for path in plotted.paths:
         console.print(f"wrote {path}")
+    for note in plotted.notes:  # a figure not drawn, and the command that draws it
+        errors.print(f"note: {note}", highlight=False, soft_wrap=True)
 
 
 @app.command(epilog=examples("resdepth table results/demo",
                              "resdepth table results/demo --json"))
 @user_errors
 def table(
-    folder: Annotated[Path, typer.Argument(help="an experiment folder, or a folder of them")],
+    folder: Annotated[Path, typer.Argument(metavar="FOLDER", help="an experiment folder, or a folder of them")],
     json_: Annotated[bool, typer.Option("--json", help="print the tables as JSON on stdout, nothing else")] = False,
 ) -> None:
     """The paper's table layout with our errors beside the paper's; also writes table.md."""
@@ -55,7 +58,7 @@ def table(
                              "resdepth status results --json"))
 @user_errors
 def status(
-    folder: Annotated[Path, typer.Argument(help="a results folder, an experiment folder or a run")],
+    folder: Annotated[Path, typer.Argument(metavar="FOLDER", help="a results folder, an experiment folder or a run")],
     json_: Annotated[bool, typer.Option("--json", help="print the rows as JSON on stdout, nothing else")] = False,
 ) -> None:
     """Every run's status, iterations, latest errors, speed, ETA and lock holder.
@@ -102,7 +105,7 @@ def _duration(seconds: Optional[float]) -> str:
 @app.command(epilog=examples("resdepth report results/demo",
                              "xdg-open results/demo/report.html"))
 @user_errors
-def report(folder: Annotated[Path, typer.Argument(help="an experiment folder (results/<experiment>), or a folder of them")]) -> None:
+def report(folder: Annotated[Path, typer.Argument(metavar="FOLDER", help="an experiment folder (results/<experiment>), or a folder of them")]) -> None:
     """One self-contained report.html per experiment, opened from disk with no server.
 
     It holds the tables, figures, run status, config differences, code and machine, and needs

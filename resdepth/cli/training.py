@@ -10,7 +10,8 @@ from rich.table import Table
 from resdepth.cli.common import parse_integers
 from resdepth.cli.display import RunDisplay
 from resdepth.errors import InvalidChoice
-from resdepth.cli.common import (app, console, errors, examples, user_errors, _print_json, _build_config, _prepare_runtime)
+from resdepth.cli.common import (app, console, errors, examples, user_errors, _print_json, _build_config, _prepare_runtime,
+                                 dataset_origin, dataset_origin_said)
 
 
 # ------------------------------------------------------------------------------------- config
@@ -120,10 +121,15 @@ def train(
         _say_scaled(scaled)
         _prepare_runtime(config.data)
 
+    origin = dataset_origin(experiment, dataset, set_ or [], config.data.dataset)
     # A finished run, a conflict or a run another process holds is told at once, before JAX.
-    with RunDisplay(run_dir.name, run_dir, config.data.dataset) as display:
-        summary = train_run(config, run_dir, display, prepare=starting,
-                            config_notes=_config_notes(scaled))
+    try:
+        with dataset_origin_said(origin), RunDisplay(run_dir.name, run_dir, config.data.dataset) as display:
+            summary = train_run(config, run_dir, display, prepare=starting,
+                                config_notes=_config_notes(scaled))
+    except KeyboardInterrupt:  # before the loop turns Ctrl-C into a flag: TensorFlow's import, say
+        console.print(f"{run_dir.name}: interrupted; run the same command to resume", highlight=False)
+        raise typer.Exit(130) from None
     _report(summary)
     if summary["status"] == "diverged":
         raise typer.Exit(1)
@@ -178,13 +184,19 @@ def sweep(
                          f"grid has only {plan.grid_size}; use at most {plan.grid_size} parts",
                          highlight=False, soft_wrap=True)
     _say_scaled(scaled)
+    origin = dataset_origin(experiment, dataset, set_ or [], config.data.dataset)
     if dry_run:
-        _show_dry_run(config, plan.points, out, json_, gpu)
+        _show_dry_run(config, plan.points, out, json_, gpu, origin)
         return
-    outcome = sweeping.sweep(
-        plan, out, lambda run_config, run_dir: RunDisplay(run_dir.name, run_dir, run_config.data.dataset),
-        on_note=_skipped_note, prepare=lambda: _prepare_runtime(config.data),
-        config_notes=_config_notes(scaled))
+    try:
+        with dataset_origin_said(origin):
+            outcome = sweeping.sweep(
+                plan, out, lambda run_config, run_dir: RunDisplay(run_dir.name, run_dir, run_config.data.dataset),
+                on_note=_skipped_note, prepare=lambda: _prepare_runtime(config.data),
+                config_notes=_config_notes(scaled))
+    except KeyboardInterrupt:  # before the sweep turns Ctrl-C into a flag: TensorFlow's import, say
+        console.print(f"{config.name}: interrupted; run the same command to resume", highlight=False)
+        raise typer.Exit(130) from None
     if plan.points:
         _show_sweep_table(config.name, outcome.summaries, len(plan.points), outcome.seconds)
     if outcome.interrupted:
@@ -196,46 +208,139 @@ def _skipped_note(message: str) -> None:
     console.print(message, highlight=False, soft_wrap=True)
 
 
-def _show_dry_run(config, points, out: Path, as_json: bool = False, gpu: str | None = None) -> None:
-    from resdepth.training.sweep import ASSUMED_TFLOPS, dry_run_rows, estimate_gpu_hours
+def _show_dry_run(config, points, out: Path, as_json: bool = False, gpu: str | None = None,
+                  origin: str | None = None) -> None:
+    from resdepth.runtime.backend import computes_on_cpu_without_starting_jax
+    from resdepth.training.sweep import (ASSUMED_TFLOPS, dry_run_data, dry_run_rows,
+                                         estimate_cpu_minutes, estimate_gpu_hours)
 
     rows = dry_run_rows(config, points, out)
     total = sum(row["train_pflop"] for row in rows)
     estimate = estimate_gpu_hours(config, rows, gpu)
+    cpu = estimate_cpu_minutes(config, rows)
     gpu_hours = estimate["estimated_gpu_hours"]
+    data = {**dry_run_data(config), "chosen_because": origin}
+    cpu_here = computes_on_cpu_without_starting_jax()
+    # In CPU-minutes where the runs will train on this CPU and a measured CPU rate fits them.
+    on_cpu = cpu_here and gpu is None and cpu["cpu_estimated_runs"] > 0
     if as_json:
         _print_json({"experiment": config.name, "total_steps": config.optim.total_steps,
                      "lr_boundaries_steps": config.optim.lr_boundaries_steps,
                      "batch_size": config.optim.batch_size,
                      "compute_dtype": config.model.compute_dtype, "runs": rows,
                      "total_train_pflop": total, "assumed_tflops_per_gpu": ASSUMED_TFLOPS,
-                     "rates_device": estimate["device"], "estimated_gpu_hours": gpu_hours})
+                     "rates_device": estimate["device"], "estimated_gpu_hours": gpu_hours,
+                     "trains_on_cpu": cpu_here, **cpu, "data": data})
         return
     table = Table(title=f"{config.name}: {len(rows)} runs, {config.optim.total_steps} iterations "
                         f"of batch {config.optim.batch_size} each, {config.model.compute_dtype}")
-    for column in ("run", "params", "multiply-adds/img", "train PFLOP", "GPU h", "at", "status"):
+    columns = ("CPU min", "at") if on_cpu else ("GPU h", "at")
+    for column in ("run", "params", "multiply-adds/img", "train PFLOP", *columns, "status"):
         table.add_column(column, justify="right" if column != "run" else "left")
     for row in rows:
-        rate = row["rate"]
-        at = (f"{ASSUMED_TFLOPS:.0f} TFLOP/s assumed" if rate["how"] == "assumed" else
-              f"{'~' if rate['how'] == 'interpolated' else ''}{rate['images_per_s']:,.0f} img/s")
+        time_cells = _cpu_cells(row) if on_cpu else _gpu_cells(row, ASSUMED_TFLOPS)
         table.add_row(row["name"], f"{row['params']:,}", f"{row['multiply_adds'] / 1e6:,.1f}M",
-                      f"{row['train_pflop']:,.2f}", f"{row['gpu_hours']:,.2f}", at,
-                      row["done"] or "to do")
+                      _amount(row["train_pflop"]), *time_cells, row["done"] or "to do")
     console.print(table)
-    console.print(f"total training compute {total:,.2f} PFLOP (forward + backward = 3 x forward "
-                  f"multiply-adds x 2); about {gpu_hours:,.1f} GPU-hours one run at a time.",
-                  highlight=False)
+    compute = (f"total training compute {_amount(total)} PFLOP (forward + backward = 3 x forward "
+               f"multiply-adds x 2)")
+    if on_cpu:
+        _say_cpu_estimate(config, rows, cpu, compute)
+    else:
+        _say_gpu_estimate(rows, estimate, gpu, compute, cpu_unrated=cpu_here and gpu is None
+                          and f"JAX has no GPU here, and no CPU rate is measured for "
+                              f"{config.data.dataset} at batch {config.optim.batch_size} in "
+                              f"{config.model.compute_dtype}: CPU time is not estimated")
+    _say_data(data)
+
+
+def _amount(value: float) -> str:
+    """Two decimals, or two significant digits below 1, so a small grid is not "0.00"."""
+    import math
+
+    if value >= 1 or value <= 0:
+        return f"{value:,.2f}"
+    return f"{value:.{max(2, 1 - math.floor(math.log10(value)))}f}"
+
+
+def _minutes(value: float) -> str:
+    """'0.25', '3.4', '503'."""
+    return _amount(value) if value < 1 else f"{value:,.1f}" if value < 10 else f"{value:,.0f}"
+
+
+def _span(minutes: float) -> str:
+    """' (16.8 hours)', ' (6.6 days)' from two hours up, else ''."""
+    if minutes >= 2 * 24 * 60:
+        return f" ({minutes / (24 * 60):,.1f} days)"
+    return f" ({minutes / 60:.1f} hours)" if minutes >= 120 else ""
+
+
+def _gpu_cells(row: dict[str, Any], assumed_tflops: float) -> tuple[str, str]:
+    rate = row["rate"]
+    at = (f"{assumed_tflops:.0f} TFLOP/s assumed" if rate["how"] == "assumed" else
+          f"{'~' if rate['how'] == 'interpolated' else ''}{rate['images_per_s']:,.0f} img/s")
+    return _amount(row["gpu_hours"]), at
+
+
+def _cpu_cells(row: dict[str, Any]) -> tuple[str, str]:
+    rate = row["cpu_rate"]
+    if rate is None:
+        return "—", "no CPU rate"
+    mark = {"interpolated": "~", "lower bound": ">="}.get(rate["how"], "")
+    return _minutes(row["cpu_minutes"]), f"{mark}{rate['images_per_s']:,.0f} img/s"
+
+
+def _count(runs: int) -> str:
+    return f"{runs} run{'s' if runs != 1 else ''}"
+
+
+def _say_gpu_estimate(rows, estimate, gpu: str | None, compute: str, cpu_unrated=None) -> None:
+    console.print(f"{compute}; about {_amount(estimate['estimated_gpu_hours'])} GPU-hours one run "
+                  f"at a time.", highlight=False)
     by_detail: dict[str, int] = {}
     for row in rows:
         by_detail[row["rate"]["detail"]] = by_detail.get(row["rate"]["detail"], 0) + 1
     for detail, count in by_detail.items():
-        console.print(f"  {count} run{'s' if count > 1 else ''}: {detail}", highlight=False)
+        console.print(f"  {_count(count)}: {detail}", highlight=False)
     if gpu and estimate["device"] is None:
         console.print(f"  no rates are recorded for a GPU matching {gpu!r}", highlight=False)
+    if cpu_unrated:
+        console.print(f"  {cpu_unrated}", highlight=False, soft_wrap=True)
     console.print("Measure your GPU with benchmarks/gpu_check.sh (make bench-gpu): it records its "
                   "rates for --dry-run; --gpu NAME picks a device whose rates are recorded.",
                   highlight=False)
+
+
+def _say_cpu_estimate(config, rows, cpu: dict[str, Any], compute: str) -> None:
+    """A grid this machine trains on its CPU (JAX has no GPU here), in CPU-minutes at the CPU
+    rates the project measured, and which runs no measured rate fits."""
+    estimated = cpu["cpu_estimated_runs"]
+    which = "" if estimated == len(rows) else f" for {estimated} of the {len(rows)} runs"
+    minutes = cpu["estimated_cpu_minutes"]
+    console.print(f"{compute}; about {_minutes(minutes)} CPU-minutes{_span(minutes)}{which} "
+                  f"one run at a time on this machine's CPU (JAX has no GPU here), compiling not "
+                  f"counted.", highlight=False, soft_wrap=True)
+    by_detail: dict[str, int] = {}
+    for row in rows:
+        detail = (row["cpu_rate"]["detail"] if row["cpu_rate"] else
+                  f"no CPU rate measured for {config.data.dataset} at batch "
+                  f"{config.optim.batch_size} in {config.model.compute_dtype}")
+        by_detail[detail] = by_detail.get(detail, 0) + 1
+    for detail, count in by_detail.items():
+        console.print(f"  {_count(count)}: {detail}", highlight=False, soft_wrap=True)
+    console.print("The CPU rates are this project's, on 2 cores: another CPU differs "
+                  "(python -m benchmarks.train_throughput measures yours). --gpu NAME estimates "
+                  "GPU-hours instead.", highlight=False, soft_wrap=True)
+
+
+def _say_data(data: dict[str, Any]) -> None:
+    """data: cifar10 is prepared in ..., or not, and what the first run downloads, and where."""
+    if data["prepared"]:
+        line = f"data: {data['dataset']} is prepared in {data['folder']}"
+    else:
+        line = f"data: {data['dataset']} is not prepared in {data['folder']}: {data['first_run']}"
+    because = f"; {data['chosen_because']}" if data.get("chosen_because") else ""
+    console.print(line + because, highlight=False, soft_wrap=True)
 
 
 def sweep_title(name: str, summaries: list[dict[str, Any]], planned: int, seconds: float) -> str:

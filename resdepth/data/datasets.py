@@ -30,6 +30,8 @@ VALIDATION_FRACTION_PERCENT = 10  # the paper's 45k/5k split of CIFAR-10's 50k t
 # dead connection for minutes.
 DOWNLOAD_URLS = {"cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"}
 PROBE_TIMEOUT_S = 5.0
+# What the first run fetches, as www.cs.toronto.edu/~kriz/cifar.html lists the binary version.
+DOWNLOAD_MB = {"cifar10": 162}
 # The embedded digits are prepared in the user's cache folder unless --data-dir says otherwise;
 # the datasets that really download keep TFDS's default (~/tensorflow_datasets).
 CACHED_DATASETS = ("digits",)
@@ -74,6 +76,48 @@ def _splits(config: DataConfig) -> tuple[str, str]:
         cut = 100 - VALIDATION_FRACTION_PERCENT
         return f"train[:{cut}%]", f"train[{cut}%:]"
     return "train", "test"
+
+
+@dataclasses.dataclass(frozen=True)
+class Readiness:
+    """Whether a dataset is prepared where runs will read it, found without reading any data.
+
+    folder: the dataset's prepared TFDS folder, or where the first run prepares it.
+    first_run: what the first run must do when it is not prepared (download, build from
+    archives), one phrase; "" when it is prepared.
+    """
+
+    dataset: str
+    prepared: bool
+    folder: str
+    first_run: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def is_prepared(builder) -> bool:
+    """TFDS's is_prepared, without the warning it logs for a folder not yet made."""
+    return builder.data_path.exists() and builder.is_prepared()
+
+
+def readiness(config: DataConfig) -> Readiness:
+    """Whether CIFAR-10 or the digits are prepared in the data folder `config` names, and if
+    not what the first run downloads (or prepares) and where. Imports TFDS, not TensorFlow."""
+    import tensorflow_datasets as tfds
+
+    if config.dataset == "digits":
+        importlib.import_module("resdepth.data.digits")  # registers its builder with TFDS
+    builder = tfds.builder(TFDS_NAMES[config.dataset],
+                           data_dir=config.data_dir or default_data_dir(config.dataset))
+    if is_prepared(builder):
+        return Readiness(config.dataset, True, str(builder.data_path))
+    root = builder.data_path.parents[1]  # data_path is <root>/<name>/<version>
+    url = DOWNLOAD_URLS.get(config.dataset)
+    first_run = (f"the first run downloads {url} (about {DOWNLOAD_MB[config.dataset]} MB) and "
+                 f"prepares it there" if url else
+                 "the first run prepares it there from scikit-learn's copy, downloading nothing")
+    return Readiness(config.dataset, False, str(root), first_run)
 
 
 def default_data_dir(dataset: str) -> str | None:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from resdepth.data.datasets import DatasetUnavailable
+from resdepth.data.datasets import DatasetUnavailable, Readiness, is_prepared
 from resdepth.dataset_facts import IMAGE_SIZE_PIXELS
 
 if TYPE_CHECKING:
@@ -93,11 +93,10 @@ def require_imagenet(data_dir: str, manual_dir: str) -> None:
     if _tfds_is_mocked():
         return
     builder = tfds.builder(TFDS_NAME, data_dir=data_dir or None)
-    # is_prepared() logs a warning for a missing folder; a missing folder is the common case.
-    if builder.data_path.exists() and builder.is_prepared():
+    if is_prepared(builder):
         return
     folder = manual_folder(data_dir, manual_dir)
-    missing = [name for name in ARCHIVES if not (folder / name).is_file()]
+    missing = _missing_archives(folder)
     if missing:
         where = f" --data_dir {data_dir}" if data_dir else ""
         raise DatasetUnavailable(
@@ -105,6 +104,27 @@ def require_imagenet(data_dir: str, manual_dir: str) -> None:
             f"{' and '.join(missing)}: put {ARCHIVES[0]} and {ARCHIVES[1]} (from image-net.org) "
             f"in {folder}, then `resdepth train --dataset imagenet ...` prepares it once on "
             f"first use (or run: tfds build {TFDS_NAME}{where} --manual_dir {folder})")
+
+
+def _missing_archives(folder: Path) -> list[str]:
+    return [name for name in ARCHIVES if not (folder / name).is_file()]
+
+
+def readiness(data_config: DataConfig) -> Readiness:
+    """Whether imagenet2012 is prepared, and if not what the first run needs: the archives in
+    the manual folder (from which it prepares ImageNet, hours, once). Reads no data."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(TFDS_NAME, data_dir=data_config.data_dir or None)
+    if is_prepared(builder):
+        return Readiness("imagenet", True, str(builder.data_path))
+    folder = manual_folder(data_config.data_dir, data_config.manual_dir)
+    missing = _missing_archives(folder)
+    first_run = (f"{folder} lacks {' and '.join(missing)}: put both archives (from "
+                 f"image-net.org) there before the first run, which prepares ImageNet from them "
+                 f"(hours, once)" if missing else
+                 f"the first run prepares it from the archives in {folder} (hours, once)")
+    return Readiness("imagenet", False, str(builder.data_path.parents[1]), first_run)
 
 
 def prepare_imagenet(data_config: DataConfig) -> None:

@@ -14,6 +14,7 @@ the CLI) stays cheap.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -63,11 +64,18 @@ def save_figure(fig: Any, folder: Path, stem: str) -> list[Path]:
 
 
 def _title(runs: Iterable[RunRecord], what: str) -> str:
-    """"demo on digits: Figure 6\n..." — the experiment(s) and data set(s) the runs come from."""
+    """"demo on digits: Figure 6\n..." — the experiment(s) and data set(s) the runs come from;
+    "digits: ..." where the experiment is named after its data set."""
     runs = list(runs)
     experiments = ", ".join(sorted({run.experiment for run in runs}))
     datasets = ", ".join(sorted({run.dataset for run in runs}))
-    return f"{experiments} on {datasets}: {what}"
+    where = experiments if experiments == datasets else f"{experiments} on {datasets}"
+    return f"{where}: {what}"
+
+
+def seeds_text(count: int) -> str:
+    """"1 seed", "3 seeds"."""
+    return f"{count} seed{'' if count == 1 else 's'}"
 
 
 def _save_by_split(build: Any, runs: Sequence[RunRecord], folder: Path, stem: str) -> list[Path]:
@@ -246,7 +254,10 @@ def build_degradation(runs: Sequence[RunRecord], split: str = TEST) -> Any:
 
     One line per (data set, plain or shortcut option, recipe but for the depth): plain dashed,
     residual solid; points are the mean over completed seeds, error bars the sample std (ddof=1)
-    where a net has several. None when no run of `split` completed.
+    where a net has several. How many seeds stand behind the points: in the legend ("plain, 3
+    seeds") for a line whose points share a count, beside each point for one whose do not, and
+    only in the title ("1 seed per net") where every net has one. None when no run of `split`
+    completed.
     """
     groups = [group for group in group_runs(runs)
               if group.completed and group.eval_split == split]
@@ -268,6 +279,7 @@ def build_degradation(runs: Sequence[RunRecord], split: str = TEST) -> Any:
         if any(group.stat(field) for group in groups)]
     fig, axes = _new_figure(1, len(panels), sharey=False)
     depths = sorted({group.depth for group in groups})
+    several = any(len(group.completed) > 1 for group in groups)
     for ax, (field, heading) in zip(axes[0], panels):
         for key, members in lines.items():
             dataset, arch, shortcut, _ = key
@@ -277,10 +289,18 @@ def build_degradation(runs: Sequence[RunRecord], split: str = TEST) -> Any:
             label = "plain" if arch == "plain" else f"ResNet ({shortcut})" if shortcut else "ResNet"
             label += f", {dataset}" if len(datasets) > 1 else ""
             label += f", {names[key]}" if names[key] else ""
-            ax.errorbar([d for d, _ in stats], [100 * s.mean for _, s in stats],
-                        yerr=[100 * (s.std or 0.0) for _, s in stats], capsize=3,
-                        marker="o" if arch == "plain" else "s",
-                        linestyle="--" if arch == "plain" else "-", label=label)
+            counts = {stat.n for _, stat in stats}
+            if several and len(counts) == 1:
+                label += f", {seeds_text(next(iter(counts)))}"
+            drawn = ax.errorbar([d for d, _ in stats], [100 * s.mean for _, s in stats],
+                                yerr=[100 * (s.std or 0.0) for _, s in stats], capsize=3,
+                                marker="o" if arch == "plain" else "s",
+                                linestyle="--" if arch == "plain" else "-", label=label)
+            if several and len(counts) > 1:
+                for depth, stat in stats:
+                    ax.annotate(seeds_text(stat.n), xy=(depth, 100 * stat.mean),
+                                xytext=(5, 3), textcoords="offset points", fontsize="x-small",
+                                color=drawn.lines[0].get_color())
         if depths[-1] > 10 * depths[0]:  # 20 ... 1202 layers: a log axis keeps 20-110 apart
             ax.set_xscale("log")
         ax.set_xticks(depths, [str(d) for d in depths])
@@ -292,7 +312,8 @@ def build_degradation(runs: Sequence[RunRecord], split: str = TEST) -> Any:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
-    what = "final error against depth\nmean ± std over seeds"
+    what = "final error against depth\n" + (
+        "mean ± std over seeds" if several else "1 seed per net: no spread measured")
     if split != TEST:
         what += f"\n({HELD_OUT})"
     fig.suptitle(_title((run for g in groups for run in g.runs), what), fontsize="medium")
@@ -349,19 +370,47 @@ def figure7(runs: Sequence[RunRecord], folder: Path) -> list[Path]:
     return [] if fig is None else save_figure(fig, Path(folder), "figure7")
 
 
-def plot_experiment(folder: Path) -> list[Path]:
+def figure7_note(runs: Sequence[RunRecord], folder: Path) -> str | None:
+    """What to run when trained CIFAR-family runs (the runs `analyze` measures) have no layer
+    responses, so that Figure 7 is not drawn or leaves them out; None when none lacks them."""
+    trained = [run for run in runs if run.completed and run.family == "cifar"]
+    missing = [run for run in trained if not run.layer_response_std]
+    if not missing:
+        return None
+    if len(missing) == len(trained):
+        return (f"no Figure 7 for {folder}: no run has layer responses yet; run "
+                f"`resdepth analyze {folder}`, then `resdepth plot {folder}` again")
+    shown = " ".join(str(run.path) for run in missing[:3]) + (" ..." if len(missing) > 3 else "")
+    return (f"Figure 7 of {folder} leaves out {len(missing)} of {len(trained)} trained runs, "
+            f"which have no layer responses; run `resdepth analyze {shown}`, then "
+            f"`resdepth plot {folder}` again")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plotted:
+    """The figure files `plot` wrote, and notes on figures it could not draw, each naming the
+    command that would let it."""
+
+    paths: list[Path]
+    notes: list[str]
+
+
+def plot_experiment(folder: Path) -> Plotted:
     """Every figure the runs under one experiment folder allow, written into that folder."""
     folder = Path(folder)
     runs = load_runs(folder)
-    return [*figure6(runs, folder), *degradation_plot(runs, folder),
-            *figure7(runs, folder), *figure4(runs, folder)]
+    paths = [*figure6(runs, folder), *degradation_plot(runs, folder),
+             *figure7(runs, folder), *figure4(runs, folder)]
+    note = figure7_note(runs, folder)
+    return Plotted(paths, [note] if note else [])
 
 
-def plot_folder(folder: Path) -> list[Path]:
+def plot_folder(folder: Path) -> Plotted:
     """Figures for each experiment under `folder` (itself, or each child holding runs).
 
-    Returns the paths written; figures without data are skipped. Raises NoRunsFound when
-    `folder` holds no runs.
+    Figures without data are skipped, and a note says what to run for Figure 7. Raises
+    NoRunsFound when `folder` holds no runs.
     """
-    return [path for experiment in require_experiments(Path(folder))
-            for path in plot_experiment(experiment)]
+    made = [plot_experiment(experiment) for experiment in require_experiments(Path(folder))]
+    return Plotted([path for one in made for path in one.paths],
+                   [note for one in made for note in one.notes])

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from resdepth.dataset_facts import family_of
 from resdepth.results import plots
 from resdepth.rundir import identity as run_identity
 from resdepth.results.reading import load_runs, require_experiments
@@ -33,6 +34,31 @@ from resdepth.results.tables import MISSING, Table, experiment_tables, format_pe
 REPORT_FILE = "report.html"
 # The settings a depth sweep varies on purpose; any other difference is worth a second look.
 GRID_KEYS = ("model.residual", "model.depth", run_identity.SEED_KEY)
+# Settings that only some runs read, and which: shown among the settings every run shares only
+# where one of the runs reads them (a digits study has no use for ImageNet's crop size).
+def _imagenet(settings: dict[str, Any]) -> bool:
+    return family_of(str(settings.get("data.dataset"))) == "imagenet"
+
+
+def _plateau(settings: dict[str, Any]) -> bool:
+    return settings.get("optim.lr_schedule") == "plateau"
+
+
+def _cifar_augmented(settings: dict[str, Any]) -> bool:
+    return not _imagenet(settings) and bool(settings.get("data.augment"))
+
+
+READ_ONLY_BY: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "data.image_size": _imagenet,
+    "run.eval_examples": _imagenet,
+    "data.plateau_holdout_examples": _plateau,
+    "optim.plateau_patience_evals": _plateau,
+    "optim.plateau_threshold": _plateau,
+    "optim.lr_boundaries_steps": lambda settings: not _plateau(settings),
+    "data.pad_pixels": _cifar_augmented,  # the random crop's padding
+    "data.random_flip": _cifar_augmented,
+}
+
 STATUS_CLASS = {"completed": "ok", "running": "live", "diverged": "bad", "failed": "bad",
                 "damaged": "bad"}
 
@@ -223,11 +249,17 @@ def config_html(runs: Sequence[RunRecord]) -> str:
         parts.append(_html_table(("run", *ordered), rows))
     shared = {key: value for key, value in settings[configured[0].name].items()
               if key not in keys}
+    unread = sorted(key for key in shared if key in READ_ONLY_BY
+                    and not any(READ_ONLY_BY[key](one) for one in settings.values()))
+    shared = {key: value for key, value in shared.items() if key not in unread}
     if shared:
         rows = [[f"<code>{esc(key)}</code>", esc(_setting(value))]
                 for key, value in shared.items()]
+        left_out = ("" if not unread else
+                    f'<p class="note">Left out, as no run here reads them (they serve ImageNet, '
+                    f'the plateau schedule or augmentation): {esc(", ".join(unread))}.</p>')
         parts.append(f"<details><summary>Settings every run shares ({len(shared)})</summary>"
-                     f'{_html_table(("setting", "value"), rows)}</details>')
+                     f'{_html_table(("setting", "value"), rows)}{left_out}</details>')
     return "".join(parts)
 
 

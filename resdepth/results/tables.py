@@ -2,7 +2,8 @@
 
 A `Table` holds display-ready text cells keyed by column name, so the CLI (Rich) and table.md
 (markdown) show the same thing. Errors are percent with 2 decimals; "a ± b" is the mean and
-sample standard deviation (ddof=1) over the completed seeds. Runs that did not complete show
+sample standard deviation (ddof=1) over the completed seeds. A table whose nets have one seed
+each says "1 seed" in its headers, never "mean ± std". Runs that did not complete show
 their status ("diverged", "running", ...) in place of errors and are left out of every mean.
 Only runs of one recipe are averaged: a net run with several recipes gets a row per recipe,
 named in a "variant" column, with a note on the settings they differ in. Runs evaluated on
@@ -25,6 +26,7 @@ from resdepth.rundir.storage import write_bytes_atomically
 from resdepth.rundir.summary import TEST, VALIDATION
 
 MISSING = "—"
+ONE_SEED = "1 seed"
 TABLE_FILE = "table.md"
 
 
@@ -84,17 +86,38 @@ def _status_text(group: RunGroup) -> str:
     return ", ".join(dict.fromkeys(run.status for run in group.runs))
 
 
-def _error_cells(group, measured: str) -> dict[str, str]:
-    """A group's training error (mean) and its `measured` error ("test" or "validation": the
-    split its runs evaluated on) as mean ± std and best, keyed by column name; in %."""
-    return {
-        "train err. % (mean)": _group_cell(
-            group, lambda g: format_percent(_mean(g.stat("final_train_error")))),
-        f"{measured} err. % (mean ± std)": _group_cell(
-            group, lambda g: format_stat(g.stat("final_test_error"))),
-        f"{measured} err. % (best)": _group_cell(
-            group, lambda g: format_percent(_best(g.stat("final_test_error")))),
-    }
+def several_seeds(groups: Sequence[RunGroup]) -> bool:
+    """Whether some net of `groups` was run with two or more seeds (finished or not): only then
+    may a table have a spread (mean ± std) and a best to show."""
+    return any(len(group.runs) > 1 for group in groups)
+
+
+def error_columns(groups: Sequence[RunGroup], measured: str) -> tuple[str, ...]:
+    """The error columns of a table of `groups`: training and `measured` error ("test" or
+    "validation") as mean ± std and the best, or as "1 seed" where every net has one seed."""
+    if not several_seeds(groups):
+        return (f"train err. % ({ONE_SEED})", f"{measured} err. % ({ONE_SEED})")
+    return ("train err. % (mean ± std)", f"{measured} err. % (mean ± std)",
+            f"{measured} err. % (best)")
+
+
+def _error_cells(group: RunGroup, columns: tuple[str, ...]) -> dict[str, str]:
+    """A group's training and tested error (%) under `columns` (`error_columns`' names)."""
+    texts = (lambda g: format_stat(g.stat("final_train_error")),
+             lambda g: format_stat(g.stat("final_test_error")),
+             lambda g: format_percent(_best(g.stat("final_test_error"))))
+    return {column: _group_cell(group, text) for column, text in zip(columns, texts)}
+
+
+def spread_note(groups: Sequence[RunGroup]) -> str:
+    """What the error cells are: one run's errors, or mean ± sample std over seeds."""
+    if not several_seeds(groups):
+        return ("Errors in %, at the end of training (not the best epoch), of one seed per net, "
+                "so no spread was measured: another seed may end elsewhere (a sweep's --seeds "
+                "trains more).")
+    return ("Errors in %, at the end of training (not the best epoch); mean ± sample std "
+            "(ddof=1) over completed seeds, best the lowest; a net with one seed shows that "
+            "run's errors.")
 
 
 def _group_cell(group: RunGroup, text: Callable[[RunGroup], str]) -> str:
@@ -168,19 +191,21 @@ def _paper_params_cell(depth: int, shortcut: str | None) -> str:
 def cifar_table(runs: Iterable[RunRecord], title: str = "") -> Table:
     """Table 6's layout, one row per net over seeds, plain nets included, beside the paper.
 
-    Every ResNet row of Table 6 appears, with "—" for ours where that depth was not run. The
-    paper's column is Table 6's CIFAR-10 test error for ResNets ("—" for plain nets, which the
-    paper only plots); on another data set (digits) it is labelled as CIFAR-10's. Runs evaluated
-    on held-out training images are left out (see `validation_table`).
+    On CIFAR-10, where some run has one of Table 6's depths, every ResNet row of Table 6
+    appears, with "—" for ours where that depth was not run; elsewhere (digits, or depths the
+    paper never ran, such as 8 and 14) only the nets run have rows. The paper's column is Table
+    6's CIFAR-10 test error for ResNets ("—" for plain nets, which the paper only plots); on
+    another data set (digits) it is labelled as CIFAR-10's. Runs evaluated on held-out training
+    images are left out (see `validation_table`).
     """
     groups = [group for group in group_runs(runs) if group.eval_split == TEST]
     datasets = sorted({group.dataset for group in groups})
     on_cifar10 = datasets == ["cifar10"]
     paper_column = ("paper test err. % (Table 6)" if on_cifar10
                     else "paper CIFAR-10 test err. % (Table 6)")
+    errors = error_columns(groups, "test")
     columns = ("net", *_variant_column(groups), "layers", "params", "params (exact)", "seeds",
-               "train err. % (mean)", "test err. % (mean ± std)", "test err. % (best)",
-               paper_column, "paper params")
+               *errors, paper_column, "paper params")
     keyed = [((group.arch, group.shortcut or "", group.depth), {
         "net": _cifar_net_name(group.arch, group.shortcut),
         "variant": group.variant or MISSING,
@@ -188,12 +213,14 @@ def cifar_table(runs: Iterable[RunRecord], title: str = "") -> Table:
         "params": format_params(_params(group)),
         "params (exact)": format_count(_params(group)),
         "seeds": _seeds_cell(group),
-        **_error_cells(group, "test"),
+        **_error_cells(group, errors),
         paper_column: _table6_paper_cell(group.arch, group.depth, group.shortcut),
         "paper params": _paper_params_cell(group.depth, group.shortcut),
     }) for group in groups]
     run_keys = {key for key, _ in keyed}
-    for depth in paper_figures.TABLE6_TEST_ERROR_PERCENT:
+    paper_depths = paper_figures.TABLE6_TEST_ERROR_PERCENT
+    beside_table6 = on_cifar10 and any(depth in paper_depths for _, _, depth in run_keys)
+    for depth in paper_depths if beside_table6 else ():
         if ("residual", "A", depth) not in run_keys:
             row = dict.fromkeys(columns, MISSING)
             row.update({"net": "ResNet", "layers": str(depth),
@@ -203,19 +230,14 @@ def cifar_table(runs: Iterable[RunRecord], title: str = "") -> Table:
     arch_order = {"plain": 0, "residual": 1}
     # A stable sort: the variants of one net stay in group_runs' order.
     keyed.sort(key=lambda item: (arch_order.get(item[0][0], 2), item[0][1], item[0][2]))
-    notes = ["Errors in %, at the end of training (not the best epoch); mean ± sample std "
-             "(ddof=1) over completed seeds; best is the lowest. Table 6 lists ResNets only "
-             "(option A); its plain nets appear only in Figure 6."]
+    notes = [spread_note(groups), "Table 6 lists ResNets only (option A); its plain nets "
+             "appear only in Figure 6."]
     if not on_cifar10:
         notes.append(f"Data set: {', '.join(datasets)}, not CIFAR-10; the paper's CIFAR-10 "
                      "errors are shown for scale only.")
     notes += variant_notes(groups)
     return Table(title or f"{', '.join(datasets)}: Table 6 layout", columns,
                  tuple(row for _, row in keyed), tuple(notes))
-
-
-def _mean(stat: Stat | None) -> float | None:
-    return None if stat is None else stat.mean
 
 
 def _best(stat: Stat | None) -> float | None:
@@ -283,35 +305,37 @@ def imagenet_table(runs: Iterable[RunRecord], title: str = "") -> Table:
             paper_multiscale: _paper_pair(
                 paper_figures.multiscale_error(group.arch, group.depth, group.shortcut)),
         })
-    notes = ("Errors in % on the validation set; mean ± sample std (ddof=1) over completed "
-             "seeds.", *variant_notes(groups))
+    spread = ("mean ± sample std (ddof=1) over completed seeds" if several_seeds(groups)
+              else f"{ONE_SEED} per net, no spread")
+    notes = (f"Errors in % on the validation set; {spread}.", *variant_notes(groups))
     return Table(title or "imagenet: Tables 2-4 layout", columns, tuple(rows), notes)
 
 
 HELD_OUT_NOTE = ("Validation error: measured on 10% of the training set held out "
                  "(data.val_split = true; 5,000 images on CIFAR-10), not on the test set, so "
-                 "the paper's test errors are not shown beside it. Errors in %, at the end of "
-                 "training; mean ± sample std (ddof=1) over completed seeds.")
+                 "the paper's test errors are not shown beside it.")
 
 
 def validation_table(runs: Iterable[RunRecord], title: str = "") -> Table:
     """The runs evaluated on held-out training images: one row per net and recipe, no paper."""
     groups = [group for group in group_runs(runs) if group.eval_split != TEST]
     top5 = any(run.final_test_top5_error is not None for g in groups for run in g.runs)
-    columns = ("net", *_variant_column(groups), "params", "seeds", "train err. % (mean)",
-               "validation err. % (mean ± std)", "validation err. % (best)",
-               *(("validation top-5 err. % (mean ± std)",) if top5 else ()))
+    errors = error_columns(groups, "validation")
+    top5_column = ("validation top-5 err. % (mean ± std)" if several_seeds(groups)
+                   else f"validation top-5 err. % ({ONE_SEED})")
+    columns = ("net", *_variant_column(groups), "params", "seeds", *errors,
+               *((top5_column,) if top5 else ()))
     rows = tuple({
         "net": group.runs[0].label,
         "variant": group.variant or MISSING,
         "params": format_params(_params(group)),
         "seeds": _seeds_cell(group),
-        **_error_cells(group, "validation"),
-        "validation top-5 err. % (mean ± std)": _group_cell(
+        **_error_cells(group, errors),
+        top5_column: _group_cell(
             group, lambda g: format_stat(g.stat("final_test_top5_error"))),
     } for group in groups)
     return Table(title or "validation runs", columns, rows,
-                 (HELD_OUT_NOTE, *variant_notes(groups)))
+                 (HELD_OUT_NOTE, spread_note(groups), *variant_notes(groups)))
 
 
 def runs_table(runs: Iterable[RunRecord], title: str = "") -> Table:

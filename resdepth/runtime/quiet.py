@@ -20,7 +20,11 @@ from typing import Iterator
 @contextlib.contextmanager
 def stderr_descriptor_captured() -> Iterator[None]:
     """Points file descriptor 2 at a temporary file for the body; replays what was written
-    there to stderr if the body raises. Restores the descriptor on the way out."""
+    there to stderr if the body fails (an Exception). Restores the descriptor on the way out.
+
+    A Ctrl-C in the body (KeyboardInterrupt) or an exit is no failure of the body: what it
+    wrote stays swallowed, so an early Ctrl-C ends with the command's one "interrupted" line
+    rather than TensorFlow's start-up lines."""
     _flush_stderr()
     saved = os.dup(2)
     try:
@@ -28,7 +32,7 @@ def stderr_descriptor_captured() -> Iterator[None]:
             os.dup2(sink.fileno(), 2)
             try:
                 yield
-            except BaseException:
+            except Exception:
                 _flush_stderr()
                 os.dup2(saved, 2)
                 sink.seek(0)

@@ -10,6 +10,10 @@ dtype and batch; a depth between (or beyond) measured depths is interpolated lin
 per image, as gpu_check's projection does; a plain net takes the residual net's rate (the same
 convolutions). Without one, --dry-run falls back to an assumed sustained TFLOP/s.
 
+RECORDED_CPU: the CPU rates measured for this project on two cores (docs/benchmarks.md), per
+dataset; `cpu_rate_for` picks one for a run, and --dry-run gives a grid that will train on this
+machine's CPU in CPU-minutes from them.
+
 `choose_device` decides which device's rates: `--gpu NAME` (matched case-insensitively against
 the device kind, e.g. "H200"), else the device the user's own file last measured, else the
 shipped NVIDIA H200 figures. It never starts JAX: a dry run on the machine of a running sweep
@@ -36,6 +40,23 @@ RECORDED: tuple[dict[str, Any], ...] = tuple(
      "images_per_s": rate, "jax": "0.11.2", "measured": "2026-11-27", "source": REFERENCE}
     for dtype, rates in (("tf32", {20: 40_262, 56: 14_075, 110: 7_108, 1202: 644}),
                          ("bfloat16", {20: 53_264, 56: 18_868, 110: 9_570, 1202: 752}))
+    for depth, rate in rates.items())
+
+
+# Two cores of a quiet KVM guest ("Intel(R) Xeon(R) Processor"), jax 0.12, batch 128, tf32,
+# one run alone (docs/benchmarks.md, "Measurements: CPU, 2026-11-28"): the medians of
+# benchmarks.train_throughput for CIFAR-10's 32x32x3 nets, and the digits step (8x8x1, the
+# demo's config) of the same sitting at 37.6 and 133.8 ms an iteration. They put the demo's
+# four runs at 2 min 17 s before compilation and evaluation; the README's `make demo` on two
+# cores of an AMD EPYC took 2 min 34 s for them. The only CPU rates the project has measured:
+# a CPU of other cores or another count runs at other rates.
+CPU_KIND = "2 CPU cores"
+RECORDED_CPU: tuple[dict[str, Any], ...] = tuple(
+    {"device_kind": CPU_KIND, "dataset": dataset, "depth": depth, "compute_dtype": "tf32",
+     "batch": 128, "images_per_s": rate, "jax": "0.12", "measured": "2026-11-28",
+     "source": REFERENCE, "recorded": True}
+    for dataset, rates in (("cifar10", {20: 271.7, 56: 95.3}),
+                           ("digits", {20: 128 / 0.0376, 56: 128 / 0.1338}))
     for depth, rate in rates.items())
 
 
@@ -86,7 +107,7 @@ class Rate:
     """The rate one run is estimated at, and where it comes from."""
 
     images_per_s: float
-    how: str  # "measured" | "interpolated"
+    how: str  # "measured" | "interpolated" | "lower bound" (cpu_rate_for)
     device_kind: str
     source: str  # the user's rates file, or docs/benchmarks.md
     detail: str  # one phrase for the table: "measured on NVIDIA H200 (jax 0.11.2, docs/benchmarks.md)"
@@ -147,6 +168,23 @@ def _source(row: dict[str, Any]) -> str:
 def _where(row: dict[str, Any]) -> str:
     jax = f"jax {row['jax']}, " if row.get("jax") else ""
     return f"{row['device_kind']} ({jax}{REFERENCE if row.get('recorded') else 'benchmarks/gpu_check.sh here'})"
+
+
+def cpu_rate_for(dataset: str, depth: int, compute_dtype: str, batch: int) -> Rate | None:
+    """The images/s of one run of `depth` on `dataset` on a CPU (RECORDED_CPU), measured or
+    interpolated in depth as `rate_for`; None where no CPU rate of this dataset, compute dtype
+    and batch was measured (ImageNet, say).
+
+    A net shallower than the shallowest measured takes that one's rate, how "lower bound": on
+    a CPU a step's fixed costs do not shrink with depth, and extrapolating seconds per image
+    down in depth would promise ResNet-8 on digits 7x ResNet-20's rate."""
+    rows = [row for row in RECORDED_CPU if row["dataset"] == dataset]
+    shallowest = min((row["depth"] for row in rows), default=depth)
+    if depth >= shallowest:
+        return rate_for(rows, depth, compute_dtype, batch)
+    rate = rate_for(rows, shallowest, compute_dtype, batch)
+    return None if rate is None else dataclasses.replace(
+        rate, how="lower bound", detail=f"at least ResNet-{shallowest}'s rate, {rate.detail}")
 
 
 def hours_at(rate: Rate, total_steps: int, batch: int) -> float:

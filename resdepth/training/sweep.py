@@ -404,6 +404,40 @@ def estimate_gpu_hours(base: ExperimentConfig, rows: list[dict[str, Any]], gpu: 
     return {"device": device, "gpu": gpu, "estimated_gpu_hours": total}
 
 
+def estimate_cpu_minutes(base: ExperimentConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Adds to each dry_run_rows row its `cpu_minutes` and the `cpu_rate` they are at, one run
+    at a time on a CPU, from the CPU rates measured for this project (rates.RECORDED_CPU, two
+    cores); None for a run no measured CPU rate fits (ImageNet, another dtype or batch).
+    Returns the minutes of the runs estimated and how many runs that is."""
+    from resdepth.training import rates
+
+    total, estimated = 0.0, 0
+    for row in rows:
+        rate = rates.cpu_rate_for(base.data.dataset, row["depth"], base.model.compute_dtype,
+                                  base.optim.batch_size)
+        row["cpu_rate"] = None if rate is None else rate.to_json()
+        row["cpu_minutes"] = None if rate is None else 60 * rates.hours_at(
+            rate, base.optim.total_steps, base.optim.batch_size)
+        if rate is not None:
+            total, estimated = total + row["cpu_minutes"], estimated + 1
+    return {"estimated_cpu_minutes": total if estimated else None, "cpu_estimated_runs": estimated}
+
+
+def dry_run_data(base: ExperimentConfig) -> dict[str, Any]:
+    """Whether the grid's dataset is prepared where its runs will read it and, if not, what
+    the first run downloads or needs and where (data's `readiness`; reads no data, starts no
+    TensorFlow): {"dataset", "prepared", "folder", "first_run"}."""
+    from resdepth.dataset_facts import family_of
+    from resdepth.runtime import quiet
+
+    quiet.quiet_logs()  # TFDS's absl warnings about folders not yet made
+    if family_of(base.data.dataset) == "imagenet":
+        from resdepth.data.imagenet_input import readiness
+    else:
+        from resdepth.data.datasets import readiness
+    return readiness(base.data).to_json()
+
+
 def _saved_status(run_dir: Path) -> str | None:
     """The run's status as `resdepth status` reads it; None for a run not started."""
     from resdepth.rundir.record import is_run_dir, read_run
