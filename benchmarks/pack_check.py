@@ -42,6 +42,7 @@ from resdepth.config import load_config, parse_override
 from resdepth.models.network import ModelSpec, build_model
 from resdepth.training import step as steps
 from resdepth.training.mesh import DATA_AXIS, make_mesh, replicated
+from benchmarks.gpu_check import timed_rounds
 from resdepth.choices import PACK_LAYOUTS as FORMULATIONS
 from resdepth.training.packing import mixes_architectures
 from resdepth.training.packing.net import packed_graphdef
@@ -115,13 +116,8 @@ def measure(formulation: str, depth: int, runs: int, dtype: str, batch: int, ite
     state = jax.block_until_ready(train(state, data, indices))
     compile_s = time.perf_counter() - started
     calls = max(1, iterations // per_call)
-    rates = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        for _ in range(calls):
-            state = train(state, data, indices)
-        jax.block_until_ready(state)
-        rates.append(runs * batch * calls * per_call / (time.perf_counter() - started))
+    state, rates = timed_rounds(train, state, data, indices, calls, rounds,
+                                runs * batch * per_call)
     del state, train
     gc.collect()
     jax.clear_caches()

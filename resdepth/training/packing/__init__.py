@@ -24,7 +24,7 @@ from resdepth.dataset_facts import family_of
 from resdepth.rundir.identity import recipe_fingerprint
 from resdepth.training.packing.net import packed_graphdef
 from resdepth.training.packing.states import (
-    MIXES_ARCHITECTURES, layout, pack_states, replace_per_seed, seed_slice, seed_values)
+    layout, mixes_architectures, pack_states, replace_per_seed, seed_slice, seed_values)
 from resdepth.training.packing.steps import make_step
 from resdepth.training.step import TrainState, model_spec
 
@@ -44,15 +44,6 @@ def packs(base: ExperimentConfig, backend: str) -> bool:
         wanted = backend == "tpu"
     return (bool(wanted) and family_of(base.data.dataset) != "imagenet"
             and base.optim.lr_schedule == "steps")
-
-
-def mixes_architectures(layout_name: str, shortcut: str) -> bool:
-    """Whether plain and residual runs of one depth may share a pack of `layout_name`: the tuple
-    layout runs each net's own program; the packed net needs the same layers, which plain and
-    residual nets have with option A's parameter-free shortcut."""
-    if layout_name == "tuple":
-        return True
-    return layout_name in MIXES_ARCHITECTURES and shortcut.upper() == "A"
 
 
 def check_packable(configs: list[ExperimentConfig], layout_name: str) -> None:
