@@ -20,8 +20,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # shared by this process and the commands tests start: many tests compile the same small
 # programs, and every compile after the first loads them. Tests of the cache give it a folder
 # of their own.
-SESSION_COMPILATION_CACHE = tempfile.mkdtemp(prefix="resdepth-tests-jax-cache-")
-atexit.register(shutil.rmtree, SESSION_COMPILATION_CACHE, ignore_errors=True)
+# Under pytest-xdist the workers inherit the controller's folder and share it.
+SESSION_COMPILATION_CACHE = os.environ.get("RESDEPTH_TESTS_COMPILATION_CACHE", "")
+if not ("PYTEST_XDIST_WORKER" in os.environ and SESSION_COMPILATION_CACHE):
+    SESSION_COMPILATION_CACHE = tempfile.mkdtemp(prefix="resdepth-tests-jax-cache-")
+    os.environ["RESDEPTH_TESTS_COMPILATION_CACHE"] = SESSION_COMPILATION_CACHE
+    atexit.register(shutil.rmtree, SESSION_COMPILATION_CACHE, ignore_errors=True)
 os.environ["RESDEPTH_COMPILATION_CACHE"] = SESSION_COMPILATION_CACHE
 
 import jax  # noqa: E402

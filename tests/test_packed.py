@@ -31,6 +31,19 @@ def rows(run_dir):
             for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def assert_same_signals(alone, packed):
+    """A pack's layer signals are the run's alone, to float32 rounding of equal-to-1e-5 states."""
+    rows_alone, rows_packed = (
+        [json.loads(line) for line in (run_dir / "signals.jsonl").read_text().splitlines()]
+        for run_dir in (alone, packed))
+    assert [(r["type"], r["step"]) for r in rows_packed] == [(r["type"], r["step"]) for r in rows_alone]
+    assert len(rows_alone) == 12  # the layers row, iteration 0, and every 5th iteration to 50
+    assert rows_packed[0] == rows_alone[0]
+    for a, b in zip(rows_alone[1:], rows_packed[1:]):
+        for key in ("weight_grad_rms", "weight_rms", "response_grad_rms", "response_std"):
+            np.testing.assert_allclose(b[key], a[key], rtol=1e-4, err_msg=f"{key} at {a['step']}")
+
+
 def saved_state(run_dir, step):
     return ocp.StandardCheckpointer().restore((run_dir / "checkpoints" / str(step) / "state").absolute())
 
@@ -55,6 +68,7 @@ def test_packed_seeds_equal_seeds_trained_alone_and_each_resumes(tmp_path, digit
         alone, packed = RunDirectory.of(tmp_path, config).path, tmp_path / "packed" / summary["name"]
         assert max_difference(saved_state(alone, 50)["params"], saved_state(packed, 50)["params"]) < 1e-5
         assert rows(alone) == rows(packed)
+        assert_same_signals(alone, packed)
         assert summary["final_test_error"] == json.loads((alone / "summary.json").read_text())["final_test_error"]
 
     # Interrupted at iteration 20, seed 0 resumes alone and seed 1 in a pack of one.
@@ -70,6 +84,7 @@ def test_packed_seeds_equal_seeds_trained_alone_and_each_resumes(tmp_path, digit
         alone = RunDirectory.of(tmp_path, config).path
         assert max_difference(saved_state(alone, 50)["params"], saved_state(run_dir, 50)["params"]) < 1e-5
         assert rows(alone) == rows(run_dir)
+        assert_same_signals(alone, run_dir)
 
 
 def test_several_iterations_per_call_are_bit_identical_to_one(tmp_path, digits_data_dir):

@@ -96,15 +96,21 @@ def test_report_of_recorded_runs(recorded_runs: Path, tmp_path: Path):
     page = Page(text)
     assert_self_contained(text, page)
 
-    # Every figure the runs allow (digits runs with layer responses: no Figure 4), inline.
-    assert page.ids("figure") == ["figure6", "degradation", "figure7"]
-    assert page.count("svg") == 3
+    # Every figure the runs allow (digits runs with layer responses: no Figure 4), inline; the
+    # signals figure and verdicts once the runs record signals.jsonl (test_signals_results.py).
+    signals = any(experiment.glob("*/signals.jsonl"))
+    figures = ["figure6", "degradation", "figure7", *(["signals"] if signals else [])]
+    assert page.ids("figure") == figures
+    assert page.count("svg") == len(figures)
     assert len(set(page.ids("g")) - {""}) == len([i for i in page.ids("g") if i])  # unique ids
 
     # The same tables as `resdepth table`, row by row, cell by cell.
     runs = load_runs(experiment)
     tables = experiment_tables(runs, "recorded")
-    assert [table.title for table in tables] == ["recorded: digits, Table 6 layout", "recorded: runs"]
+    assert [table.title for table in tables] == [
+        "recorded: digits, Table 6 layout",
+        *(["recorded: backward signals per run (§4.1: did gradients vanish?)"] if signals else []),
+        "recorded: runs"]
     for table in tables:
         assert list(table.columns) in page.section_rows["tables"]
         for row in table.rows:

@@ -106,7 +106,10 @@ def recorded_summaries(folder: Path) -> dict[str, dict]:
 def test_plot_folder_writes_png_and_svg_atomically(experiment: Path):
     written = plot_folder(experiment).paths
 
-    expected = {experiment / f"{stem}.{fmt}" for stem in ("figure6", "degradation", "figure7")
+    # The signals figure once the runs record signals.jsonl (tests/test_signals_results.py).
+    signals = ("signals",) if any(experiment.glob("*/signals.jsonl")) else ()
+    expected = {experiment / f"{stem}.{fmt}"
+                for stem in ("figure6", "degradation", "figure7", *signals)
                 for fmt in ("png", "svg")}
     assert set(written) == expected
     for path in expected:

@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 
 from conftest import tiny_config
 from resdepth.rundir.metrics import read_metrics
+from resdepth.rundir.signals import LAYER_LISTS, read_signals
 from resdepth.training.tensorboard_log import (
-    TENSORBOARD_DIR, TensorBoardLog, scalars, with_tensorboard)
+    TENSORBOARD_DIR, TensorBoardLog, scalars, signal_scalars, with_tensorboard)
 from resdepth.training.loop import Event
 
 runner = CliRunner()
@@ -82,6 +83,14 @@ def test_a_run_writes_its_metrics_rows_as_events(digits_data_dir, tmp_path):
     rows = list(read_metrics(run_dir / "metrics.jsonl"))
     expected = expected_points(rows)
     assert {"train/train_error", "train/learning_rate", "eval/test_error"} <= set(expected)
+    # The "signals" events: signals.jsonl's rows, a scalar per layer and quantity.
+    signals = read_signals(run_dir / "signals.jsonl")
+    for row, step in enumerate(signals.steps):
+        for tag, value in signal_scalars({
+                "weighted": signals.weighted, "responses": signals.responses,
+                **{quantity: getattr(signals, quantity)[row] for quantity in LAYER_LISTS}}).items():
+            expected.setdefault(tag, {})[step] = value
+    assert "signals/response_grad_rms/stem" in expected
     assert_same_points(read_events(run_dir / TENSORBOARD_DIR), expected)
 
 
@@ -171,3 +180,58 @@ def app():
     from resdepth.cli.app import app
 
     return app
+
+
+# ---- signals: one scalar per layer and quantity --------------------------------------------
+
+SIGNALS = {"weighted": ["stem", "stage1.block0.conv1", "head"],
+           "responses": ["stem", "stage1.block0.conv1"],
+           "weight_grad_rms": [0.5, None, 0.25], "weight_rms": [1.0, 2.0, 3.0],
+           "response_grad_rms": [0.125, 0.0625], "response_std": [1.5, float("nan")]}
+
+
+def test_signal_scalars_are_tagged_by_quantity_and_layer_and_skip_what_is_not_finite():
+    assert signal_scalars(SIGNALS) == {
+        "signals/weight_grad_rms/stem": 0.5, "signals/weight_grad_rms/head": 0.25,
+        "signals/weight_rms/stem": 1.0, "signals/weight_rms/stage1.block0.conv1": 2.0,
+        "signals/weight_rms/head": 3.0,
+        "signals/response_grad_rms/stem": 0.125,
+        "signals/response_grad_rms/stage1.block0.conv1": 0.0625,
+        "signals/response_std/stem": 1.5}
+
+
+def test_signals_events_are_written_beside_the_rows(tmp_path):
+    log = TensorBoardLog(tmp_path)
+    log(Event("start", 0, 10, {"params": 1, "resumed": False}))
+    log(Event("signals", 0, 10, SIGNALS))
+    later = {**SIGNALS, "response_grad_rms": [0.5, 0.001]}
+    log(Event("train", 10, 10, {"train_error": 0.5}))
+    log(Event("signals", 10, 10, later))
+    log(Event("end", 10, 10, {}))
+
+    read = read_events(tmp_path / TENSORBOARD_DIR)
+
+    assert read["signals/response_grad_rms/stage1.block0.conv1"] == pytest.approx(
+        {0: 0.0625, 10: 0.001})
+    assert read["signals/weight_grad_rms/head"] == pytest.approx({0: 0.25, 10: 0.25})
+    assert "signals/weight_grad_rms/stage1.block0.conv1" not in read  # None: no point
+    assert read["train/train_error"] == pytest.approx({10: 0.5})
+    assert len(read) == len(signal_scalars(SIGNALS)) + 1
+
+
+def test_the_console_shows_nothing_of_a_signals_event(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from resdepth.cli.display import RunDisplay
+
+    out = io.StringIO()
+    display = RunDisplay("plain-8-seed0", tmp_path, "digits", out=Console(file=out))
+    with display:
+        sink = with_tensorboard(display, tmp_path, True)  # as `train --tensorboard` chains them
+        sink(Event("signals", 0, 10, SIGNALS))
+        sink(Event("note", 0, 10, {"message": "still here"}))
+        sink(Event("end", 10, 10, {}))
+    assert out.getvalue() == "plain-8-seed0: still here\n"
+    assert (tmp_path / TENSORBOARD_DIR).is_dir()

@@ -93,6 +93,9 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, digits_data_dir)
     assert final["status"] == "completed"
 
     assert without_wall(metric_rows(split)) == without_wall(metric_rows(whole))
+    # The layer signals too: iteration 0's row, then one per logging row, none twice.
+    signals = (split / "signals.jsonl").read_text()
+    assert signals == (whole / "signals.jsonl").read_text() and signals.count('"step": 20,') == 1
     steps_logged = [(r["type"], r["step"]) for r in metric_rows(split)]
     assert len(steps_logged) == len(set(steps_logged))
     whole_state, split_state = final_params(whole, config), final_params(split, config)

@@ -47,7 +47,8 @@ class RunDisplay:
 
     A plain line for iteration N shows the test error of the evaluation at N, or none when N was
     not evaluated (the loop sends an iteration's "eval" event before its "train" event); the bar
-    shows the latest evaluation with its iteration ("test 7.67% @40").
+    shows the latest evaluation with its iteration ("test 7.67% @40"). Events of other kinds
+    ("signals": numbers per layer, for signals.jsonl and TensorBoard) show nothing.
     """
 
     live: Optional["RunDisplay"] = None  # the display whose progress bar is on screen

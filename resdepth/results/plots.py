@@ -1,4 +1,5 @@
-"""The paper's figures redrawn from run directories: Figures 4, 6, 7 and error against depth.
+"""The paper's figures redrawn from run directories: Figures 4, 6, 7 and error against depth;
+`plot_experiment` also writes the signals figure (results/signals_figure.py).
 
 `build_*` functions return a matplotlib Figure (or None when the runs hold nothing to draw) so
 it can be inspected; the others write it as PNG and SVG, each file atomically (temporary file,
@@ -15,62 +16,27 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from resdepth.rundir import identity as run_identity
+from resdepth.results.drawing import (
+    colours, figure_title, iteration_axis, new_figure, save_figure)
 from resdepth.results.reading import (
     RunGroup, group_runs, load_runs, name_variants, require_experiments)
+from resdepth.results.signals_figure import signals_figure, signals_note
 from resdepth.rundir.record import RunRecord
-from resdepth.rundir.storage import write_bytes_atomically
 from resdepth.rundir.summary import TEST, VALIDATION
 
-FORMATS = ("png", "svg")
-PNG_DPI = 150
-ITERATIONS_UNIT = 1e4  # x axes: iterations / 10^4, as the paper's
-PAPER_AXIS_MIN_ITERATIONS = 10_000  # shorter runs: plain iterations (0.000-0.040 reads badly)
 # The y axes reach this fraction of their range past each end, so a curve at an end (0% error,
 # or drawn at the edge because it is off the axis) lies inside, not hidden under the frame.
 EDGE_MARGIN = 0.03
 FIGURE6_ERROR_RANGE = (0.0, 20.0)  # percent, the paper's y axis
 FIGURE4_ERROR_RANGE = (20.0, 60.0)
 DEEP_RESNET = 110  # Figure 6's right panel: ResNet-110 and deeper (when a deeper one was run)
-PANEL_SIZE = (5.0, 3.6)  # inches
 THIN, BOLD = 0.8, 2.0  # line widths: training error thin, test error bold, as in the paper
 HELD_OUT = "validation: 10% of the training set held out"
-
-
-def _new_figure(rows: int, cols: int, panel_size: tuple[float, float] = PANEL_SIZE,
-                **kwargs: Any):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure  # not pyplot: no global figure registry to leak
-
-    fig = Figure(figsize=(panel_size[0] * cols, panel_size[1] * rows), layout="constrained")
-    return fig, fig.subplots(rows, cols, squeeze=False, **kwargs)
-
-
-def save_figure(fig: Any, folder: Path, stem: str) -> list[Path]:
-    """Writes `fig` as folder/stem.png and folder/stem.svg atomically; returns both paths."""
-    paths = []
-    for fmt in FORMATS:
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format=fmt, dpi=PNG_DPI)
-        paths.append(write_bytes_atomically(Path(folder) / f"{stem}.{fmt}", buffer.getvalue()))
-    return paths
-
-
-def _title(runs: Iterable[RunRecord], what: str) -> str:
-    """"demo on digits: Figure 6\n..." — the experiment(s) and data set(s) the runs come from;
-    "digits: ..." where the experiment is named after its data set."""
-    runs = list(runs)
-    experiments = ", ".join(sorted({run.experiment for run in runs}))
-    datasets = ", ".join(sorted({run.dataset for run in runs}))
-    where = experiments if experiments == datasets else f"{experiments} on {datasets}"
-    return f"{where}: {what}"
 
 
 def seeds_text(count: int) -> str:
@@ -86,14 +52,6 @@ def _save_by_split(build: Any, runs: Sequence[RunRecord], folder: Path, stem: st
         if fig is not None:
             paths += save_figure(fig, Path(folder), stem + suffix)
     return paths
-
-
-def _colours(keys: Iterable[Any]) -> dict[Any, Any]:
-    """One colour per key (a depth, or a depth and variant), the same in every panel."""
-    import matplotlib
-
-    palette = matplotlib.colormaps["tab10"].colors
-    return {key: palette[index % len(palette)] for index, key in enumerate(sorted(set(keys)))}
 
 
 def _error_limits(paper_range: tuple[float, float], finals_percent: Iterable[float | None]
@@ -133,7 +91,7 @@ def _label_off_axis_ends(ax: Any, ends: list[tuple[float, float, str, Any]],
 def _curve_figure(panels: list[tuple[str, list[RunGroup]]], paper_range: tuple[float, float],
                   split: str, title: str) -> Any:
     """Panels of training (thin dashed) and test or validation (bold) error (%) against
-    iterations (10^4 from PAPER_AXIS_MIN_ITERATIONS on), one curve pair per net: its lowest
+    iterations (`iteration_axis`: 10^4 for long runs), one curve pair per net: its lowest
     seed, a real run and not an average.
 
     Values outside the y range are drawn at its edge, and a curve that ends there is labelled
@@ -145,19 +103,18 @@ def _curve_figure(panels: list[tuple[str, list[RunGroup]]], paper_range: tuple[f
     if not panels:
         return None
     shown = {id(group): group for _, groups in panels for group in groups}.values()
-    colours = _colours((group.depth, group.variant or "") for group in shown)
+    colour_of = colours((group.depth, group.variant or "") for group in shown)
     low, high = _error_limits(paper_range, [
         None if g.runs[0].final_test_error is None else 100 * g.runs[0].final_test_error
         for g in shown])
     evaluated = "test" if split == TEST else "val."
     longest = max((p.step for g in shown for p in (*g.runs[0].train, *g.runs[0].evals)), default=0)
-    unit, x_label = ((ITERATIONS_UNIT, "iter. (1e4)") if longest >= PAPER_AXIS_MIN_ITERATIONS
-                     else (1, "iterations"))
-    fig, axes = _new_figure(1, len(panels), sharey=True)
+    unit, x_label = iteration_axis(longest)
+    fig, axes = new_figure(1, len(panels), sharey=True)
     for ax, (heading, groups) in zip(axes[0], panels):
         ends = []
         for group in groups:
-            run, colour = group.runs[0], colours[(group.depth, group.variant or "")]
+            run, colour = group.runs[0], colour_of[(group.depth, group.variant or "")]
             # A diverged or unfinished run keeps its curves, and says so in the legend.
             label = group.label if run.completed else f"{group.label} ({run.status})"
             label += "" if split == TEST else ", val. error"
@@ -211,7 +168,7 @@ def build_figure6(runs: Sequence[RunRecord], split: str = TEST) -> Any:
         panels.append(("ResNet", residual))
     shown = [run for run in runs if run.eval_split == split and run.family == "cifar"]
     return _curve_figure(panels, FIGURE6_ERROR_RANGE, split,
-                         _title(shown, f"Figure 6\n{_curves_caption(split)}"))
+                         figure_title(shown, f"Figure 6\n{_curves_caption(split)}"))
 
 
 def figure6(runs: Sequence[RunRecord], folder: Path) -> list[Path]:
@@ -232,7 +189,7 @@ def build_figure4(runs: Sequence[RunRecord], split: str = TEST) -> Any:
     caption = ("training (dashed) and validation-set (bold) error" if split == TEST
                else f"training (dashed) and held-out (bold) error\n({HELD_OUT})")
     return _curve_figure(panels, FIGURE4_ERROR_RANGE, split,
-                         _title(shown, f"Figure 4\n{caption}"))
+                         figure_title(shown, f"Figure 4\n{caption}"))
 
 
 def figure4(runs: Sequence[RunRecord], folder: Path) -> list[Path]:
@@ -277,7 +234,7 @@ def build_degradation(runs: Sequence[RunRecord], split: str = TEST) -> Any:
     panels = [(field, heading) for field, heading in (
         ("final_train_error", "training error"), ("final_test_error", f"{evaluated} error"))
         if any(group.stat(field) for group in groups)]
-    fig, axes = _new_figure(1, len(panels), sharey=False)
+    fig, axes = new_figure(1, len(panels), sharey=False)
     depths = sorted({group.depth for group in groups})
     several = any(len(group.completed) > 1 for group in groups)
     for ax, (field, heading) in zip(axes[0], panels):
@@ -316,7 +273,7 @@ def build_degradation(runs: Sequence[RunRecord], split: str = TEST) -> Any:
         "mean ± std over seeds" if several else "1 seed per net: no spread measured")
     if split != TEST:
         what += f"\n({HELD_OUT})"
-    fig.suptitle(_title((run for g in groups for run in g.runs), what), fontsize="medium")
+    fig.suptitle(figure_title((run for g in groups for run in g.runs), what), fontsize="medium")
     return fig
 
 
@@ -337,8 +294,8 @@ def build_figure7(runs: Sequence[RunRecord]) -> Any:
               if any(run.layer_response_std for run in group.runs)]
     if not groups:
         return None
-    colours = _colours((group.depth, group.variant or "", group.eval_split) for group in groups)
-    fig, axes = _new_figure(2, 1, panel_size=(8.0, 3.2))  # wide, as the paper's
+    colour_of = colours((group.depth, group.variant or "", group.eval_split) for group in groups)
+    fig, axes = new_figure(2, 1, panel_size=(8.0, 3.2))  # wide, as the paper's
     top, bottom = axes[0][0], axes[1][0]
     for group in sorted(groups, key=lambda g: (g.arch != "plain", g.depth, g.eval_split)):
         drawn = [run for run in group.runs if run.layer_response_std]
@@ -346,7 +303,7 @@ def build_figure7(runs: Sequence[RunRecord]) -> Any:
             std = run.layer_response_std
             label = group.label + (f" (seed {run.seed})" if len(drawn) > 1 else "")
             label += " (val. images)" if group.eval_split != TEST else ""
-            style = {"color": colours[(group.depth, group.variant or "", group.eval_split)],
+            style = {"color": colour_of[(group.depth, group.variant or "", group.eval_split)],
                      "linewidth": 1.2, "linestyle": "--" if group.arch == "plain" else "-"}
             layers = range(1, len(std) + 1)
             top.plot(layers, std, label=label, **style)
@@ -359,7 +316,7 @@ def build_figure7(runs: Sequence[RunRecord]) -> Any:
         ax.grid(alpha=0.3)
     top.legend(fontsize="small", ncols=2)
     shown = [run for group in groups for run in group.runs if run.layer_response_std]
-    fig.suptitle(_title(shown, "Figure 7\nstd of each 3x3 layer's response"),
+    fig.suptitle(figure_title(shown, "Figure 7\nstd of each 3x3 layer's response"),
                  fontsize="medium")
     return fig
 
@@ -388,8 +345,8 @@ def figure7_note(runs: Sequence[RunRecord], folder: Path) -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class Plotted:
-    """The figure files `plot` wrote, and notes on figures it could not draw, each naming the
-    command that would let it."""
+    """The figure files `plot` wrote, and notes on figures it could not draw or drew without
+    some runs (one line each), naming the command that would draw them where there is one."""
 
     paths: list[Path]
     notes: list[str]
@@ -400,15 +357,16 @@ def plot_experiment(folder: Path) -> Plotted:
     folder = Path(folder)
     runs = load_runs(folder)
     paths = [*figure6(runs, folder), *degradation_plot(runs, folder),
-             *figure7(runs, folder), *figure4(runs, folder)]
-    note = figure7_note(runs, folder)
-    return Plotted(paths, [note] if note else [])
+             *figure7(runs, folder), *signals_figure(runs, folder), *figure4(runs, folder)]
+    notes = [figure7_note(runs, folder), signals_note(runs, folder)]
+    return Plotted(paths, [note for note in notes if note])
 
 
 def plot_folder(folder: Path) -> Plotted:
     """Figures for each experiment under `folder` (itself, or each child holding runs).
 
-    Figures without data are skipped, and a note says what to run for Figure 7. Raises
+    Figures without data are skipped; a note says what to run for Figure 7, another which runs
+    have no signals to draw. Raises
     NoRunsFound when `folder` holds no runs.
     """
     made = [plot_experiment(experiment) for experiment in require_experiments(Path(folder))]

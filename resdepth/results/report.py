@@ -1,8 +1,9 @@
 """One self-contained HTML page per experiment: `resdepth report results/<experiment>`.
 
-report.html holds the paper-layout tables (the same `Table`s as `resdepth table`), every figure
-the runs allow (the same matplotlib figures as `resdepth plot`, inlined as SVG with text drawn
-as paths), each run's status, the result-changing settings that differ between runs, and the
+report.html holds the paper-layout tables (the same `Table`s as `resdepth table`, each run's
+backward-signal verdict among them where runs recorded signals), every figure the runs allow
+(the same matplotlib figures as `resdepth plot`, inlined as SVG with text drawn as paths), each
+run's status, the result-changing settings that differ between runs, and the
 code version, JAX version and devices each run recorded. It has no scripts, no external style
 sheet, font or image and no link outside the page, so it opens from disk with no server and no
 network, and can be mailed or archived as one file. All text from run files is escaped.
@@ -23,6 +24,7 @@ from typing import Any
 
 from resdepth.dataset_facts import family_of
 from resdepth.results import plots
+from resdepth.results.signals_figure import SIGNALS_STEM, build_signals_figure, signals_note
 from resdepth.rundir import identity as run_identity
 from resdepth.results.reading import load_runs, require_experiments
 from resdepth.rundir.directory import code_version
@@ -73,6 +75,8 @@ FIGURES: tuple[tuple[str, str, Callable[[Sequence[RunRecord]], Any]], ...] = (
     ("degradation-validation", "Final error against depth, validation runs",
      lambda runs: plots.build_degradation(runs, VALIDATION)),
     ("figure7", "Figure 7: layer responses", plots.build_figure7),
+    (SIGNALS_STEM, "Signals: forward and backward signals per layer during training (§4.1)",
+     build_signals_figure),
     ("figure4", "Figure 4: ImageNet error during training",
      lambda runs: plots.build_figure4(runs, TEST)),
     ("figure4-validation", "Figure 4, held-out runs",
@@ -181,6 +185,9 @@ def figures_html(runs: Sequence[RunRecord]) -> tuple[list[tuple[str, str]], str]
     if any(run.family == "cifar" for run in runs) and "figure7" not in dict(drawn):
         parts.append('<p class="note">Figure 7 needs the layer responses of trained runs: '
                      "run <code>resdepth analyze</code> on this folder, then the report again.</p>")
+    missing_signals = signals_note(runs)
+    if missing_signals:
+        parts.append(f'<p class="note">{esc(missing_signals)}.</p>')
     if not drawn:
         parts.insert(0, '<p class="note">No figure yet: no run has logged any error.</p>')
     return drawn, "".join(parts)

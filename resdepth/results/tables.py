@@ -8,6 +8,8 @@ their status ("diverged", "running", ...) in place of errors and are left out of
 Only runs of one recipe are averaged: a net run with several recipes gets a row per recipe,
 named in a "variant" column, with a note on the settings they differ in. Runs evaluated on
 held-out training images ("validation") get a table of their own, without the paper's test errors.
+Runs that recorded signals.jsonl get one more: each run's backward-signal verdict (§4.1), by the
+rule of results/vanishing.py, stated in the table's notes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from resdepth.results import paper as paper_figures
 from resdepth.rundir import identity as run_identity
 from resdepth.results.reading import (
     RunGroup, Stat, group_runs, load_runs, require_experiments, summarize)
+from resdepth.results.vanishing import Verdict, backward_verdict, rule_text
 from resdepth.rundir.record import RunRecord
 from resdepth.rundir.storage import write_bytes_atomically
 from resdepth.rundir.summary import TEST, VALIDATION
@@ -366,9 +369,55 @@ def runs_table(runs: Iterable[RunRecord], title: str = "") -> Table:
     return Table(title or "runs", columns, tuple(rows))
 
 
+def format_ratio(ratio: float | None, step: int | None) -> str:
+    """A backward ratio and its iteration: "0.31 (iter. 0)", "2.1e-05 (iter. 1,200)"; "—"."""
+    return MISSING if ratio is None else f"{ratio:.2g} (iter. {step:,})"
+
+
+def _vanished_cell(verdict: Verdict) -> str:
+    """"yes", "no" or "—" (`vanishing.rule_text`), and how many rows had no ratio."""
+    answer = {True: "yes", False: "no", None: MISSING}[verdict.vanished]
+    if verdict.unmeasured and verdict.vanished is not None:
+        answer += (f" ({verdict.unmeasured} row{'s' if verdict.unmeasured > 1 else ''} "
+                   "without a ratio)")
+    return answer
+
+
+def signals_table(runs: Iterable[RunRecord], title: str = "") -> Table:
+    """One row per run with signals.jsonl: its backward ratio at the first row, at the last,
+    its lowest after the first, and whether its backward signal vanished, with the rule
+    (`vanishing.rule_text`) in the notes. Runs without signals are counted in a note."""
+    runs = list(runs)
+    first, last, lowest, vanished = (
+        "backward ratio, first row", "backward ratio, last row",
+        "lowest backward ratio after the first row", "backward signal vanished")
+    rows = []
+    for group in group_runs(runs):
+        for run in group.runs:
+            if run.signals is None:
+                continue
+            verdict = backward_verdict(run.signals)
+            rows.append({
+                "run": run.name, "net": group.label, "seed": str(run.seed),
+                first: format_ratio(verdict.start_ratio, verdict.start_step),
+                last: format_ratio(verdict.end_ratio, verdict.end_step),
+                lowest: format_ratio(verdict.lowest_ratio, verdict.lowest_step),
+                vanished: _vanished_cell(verdict),
+            })
+    notes = [rule_text()]
+    missing = sum(1 for run in runs if run.signals is None)
+    if missing:
+        notes.append(f"{missing} run{' has' if missing == 1 else 's have'} no signals.jsonl "
+                     "(trained before resdepth recorded signals) and "
+                     f"{'is' if missing == 1 else 'are'} not listed.")
+    return Table(title or "backward signals", ("run", "net", "seed", first, last, lowest, vanished),
+                 tuple(rows), tuple(notes))
+
+
 def experiment_tables(runs: Sequence[RunRecord], name: str = "") -> list[Table]:
     """The paper-layout table(s) for one experiment's test runs, a table of its validation runs
-    (held-out training images), then the per-run table."""
+    (held-out training images), the backward-signal verdict of each run with signals (§4.1),
+    then the per-run table."""
     prefix = f"{name}: " if name else ""
     tables = []
     tested = [run for run in runs if run.eval_split == TEST]
@@ -384,6 +433,9 @@ def experiment_tables(runs: Sequence[RunRecord], name: str = "") -> list[Table]:
         datasets = ", ".join(sorted({run.dataset for run in held_out}))
         tables.append(validation_table(
             held_out, f"{prefix}{datasets}, validation runs (10% of the training set held out)"))
+    if any(run.signals is not None for run in runs):
+        tables.append(signals_table(runs, f"{prefix}backward signals per run (§4.1: did "
+                                          "gradients vanish?)"))
     if runs:
         tables.append(runs_table(runs, f"{prefix}runs"))
     return tables

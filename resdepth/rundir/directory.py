@@ -18,6 +18,7 @@ from resdepth.errors import InvalidChoice
 from resdepth.rundir import identity
 from resdepth.rundir.lock import LOCK_FILE
 from resdepth.rundir.metrics import MetricsLog, last_step
+from resdepth.rundir.signals import Signals, SignalsLog, read_signals
 from resdepth.rundir.schema import SUMMARY_FIELDS, bad_fields, checked_config, read_checked
 from resdepth.rundir.storage import ensure_writable, read_object, write_json
 from resdepth.rundir.summary import COMPLETED, Summary
@@ -30,6 +31,7 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 RESPONSES_FILE = "layer_responses.json"
+SIGNALS_FILE = "signals.jsonl"
 CHECKPOINTS_FOLDER = "checkpoints"
 # `resdepth evaluate --mode`: the file each ImageNet test protocol writes its errors to.
 RESULT_FILES = {"10crop": "tencrop.json", "multiscale": "multiscale.json"}
@@ -83,6 +85,10 @@ class RunDirectory:
     @property
     def metrics_path(self) -> Path:
         return self.path / METRICS_FILE
+
+    @property
+    def signals_path(self) -> Path:
+        return self.path / SIGNALS_FILE
 
     @property
     def responses_path(self) -> Path:
@@ -212,6 +218,15 @@ class RunDirectory:
     def metrics_log(self, enabled: bool = True) -> MetricsLog:
         """metrics.jsonl's writer (`enabled` False on every process but the first)."""
         return MetricsLog(self.metrics_path, enabled)
+
+    def signals_log(self, enabled: bool = True) -> SignalsLog:
+        """signals.jsonl's writer (`enabled` False on every process but the first)."""
+        return SignalsLog(self.signals_path, enabled)
+
+    def read_signals(self, damage: list[str] | None = None, warn: bool = True) -> Signals | None:
+        """signals.jsonl read back; None for a run without one (made before signals were
+        recorded) or whose file is unreadable (named in a warning and in `damage`)."""
+        return read_signals(self.signals_path, damage, warn)
 
     def write_summary(self, summary: Summary) -> None:
         """summary.json, written atomically (a reader never sees half of it)."""

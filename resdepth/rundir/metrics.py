@@ -1,70 +1,30 @@
-"""metrics.jsonl: its one parser, and `MetricsLog`, the training loop's writer, which reads its
-own rows back through that same parser (so a resume keeps exactly the rows `read_run` shows).
-
-One JSON object per line, a "train" or an "eval" row with a whole "step" (docs/run-directory.md).
-Pure Python, no JAX.
+"""metrics.jsonl: a rows file (rundir/rows.py) of "train" and "eval" rows (docs/run-directory.md),
+its reader and `MetricsLog`, the training loop's writer. Pure Python, no JAX.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
-from resdepth.rundir.schema import INT, METRICS_FIELDS, METRICS_ROW_TYPES, bad_fields, is_kind
-from resdepth.rundir.storage import (
-    damaged, failing_as_write_failed, finite, reason_of, short, write_bytes_atomically)
+from resdepth.rundir.rows import RowsLog, read_rows
+from resdepth.rundir.schema import METRICS_FIELDS, METRICS_ROW_TYPES, bad_fields
+from resdepth.rundir.storage import short
+
+
+def metrics_row_problem(row: dict[str, Any]) -> str | None:
+    """What is wrong with a metrics row (a type other than train/eval, a field of the wrong
+    type), or None."""
+    if row["type"] not in METRICS_ROW_TYPES:
+        return f"type is {short(row['type'])}, not {' or '.join(METRICS_ROW_TYPES)}"
+    problems = bad_fields(row, METRICS_FIELDS)
+    return problems[0] if problems else None
 
 
 def read_metrics(path: Path, damage: list[str] | None = None, warn: bool = True
                  ) -> tuple[dict[str, Any], ...]:
-    """The well-formed rows of metrics.jsonl (a dict with a "type" and a whole "step"), in file
-    order; () when the file is missing.
-
-    A last line without its newline is a row being written (or cut short by a crash, which a
-    resume truncates) and is skipped quietly; any other malformed row is skipped, and recorded
-    as the file's damage (one warning for the file when `warn`).
-    """
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return ()
-    except OSError as error:
-        damaged(path, f"cannot be read ({reason_of(error)}); ignored", damage, warn)
-        return ()
-    lines = data.split(b"\n")
-    rows, bad = [], []
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            bad.append(f"line {number} is not UTF-8 text")
-            continue
-        except json.JSONDecodeError:
-            if number < len(lines):  # the last piece has no newline after it: being written
-                bad.append(f"line {number} is not JSON")
-            continue
-        if not isinstance(row, dict) or not isinstance(row.get("type"), str) \
-                or not is_kind(INT, row.get("step")) or row.get("step") is None:
-            bad.append(f"line {number} is not a row with a type and a step")
-            continue
-        if row["type"] not in METRICS_ROW_TYPES:
-            bad.append(f"line {number}: type is {short(row['type'])}, not "
-                       f"{' or '.join(METRICS_ROW_TYPES)}")
-            continue
-        problems = bad_fields(row, METRICS_FIELDS)
-        if problems:
-            bad.append(f"line {number}: {problems[0]}")
-            continue
-        rows.append(row)
-    if bad:
-        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        damaged(path, f"skipped {len(bad)} malformed row{'s' if len(bad) > 1 else ''}: "
-                      f"{bad[0]}{more}", damage, warn)
-    return tuple(rows)
+    """The well-formed rows of metrics.jsonl, in file order (rows.read_rows)."""
+    return read_rows(path, metrics_row_problem, damage, warn)
 
 
 def last_step(path: Path) -> int | None:
@@ -72,33 +32,8 @@ def last_step(path: Path) -> int | None:
     return max((row["step"] for row in read_metrics(path, warn=False)), default=None)
 
 
-class MetricsLog:
-    """Appends rows to metrics.jsonl; on resume, drops rows logged after the checkpoint.
-
-    `enabled` False (every process of a multi-host run but the first) writes nothing. A write
-    that fails raises WriteFailed naming the folder.
-    """
+class MetricsLog(RowsLog):
+    """metrics.jsonl's writer: appends rows; on resume drops those after the checkpoint."""
 
     def __init__(self, path: Path, enabled: bool = True):
-        self.path, self.enabled = Path(path), enabled
-
-    def rows(self) -> list[dict[str, Any]]:
-        """The rows as `read_run` reads them, quietly (a resume is not the place to warn)."""
-        return list(read_metrics(self.path, warn=False))
-
-    def truncate_after(self, step: int) -> None:
-        """Keeps only whole rows with row['step'] <= step (the checkpoint being resumed from)."""
-        if not self.enabled or not self.path.exists():
-            return
-        kept = [row for row in self.rows() if row["step"] <= step]
-        with failing_as_write_failed(self.path.parent):
-            write_bytes_atomically(self.path, "".join(json.dumps(row) + "\n" for row in kept).encode())
-
-    def append(self, row: dict[str, Any]) -> None:
-        """One row, flushed to the disk before returning (a crash loses at most this row)."""
-        if not self.enabled:
-            return
-        with failing_as_write_failed(self.path.parent), self.path.open("a") as handle:
-            handle.write(json.dumps({k: finite(v) for k, v in row.items()}) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        super().__init__(path, metrics_row_problem, enabled)

@@ -25,6 +25,7 @@ from resdepth.rundir.directory import RunDirectory
 from resdepth.rundir.lock import holder
 from resdepth.rundir.metrics import read_metrics
 from resdepth.rundir.run_status import current_status
+from resdepth.rundir.signals import Signals
 from resdepth.rundir.schema import SUMMARY_FIELDS, TOP_FIELDS, checked_responses, read_checked
 from resdepth.dataset_facts import DATASET_FAMILIES
 from resdepth.rundir.summary import COMPLETED, DAMAGED, TEST, VALIDATION  # noqa: F401
@@ -88,6 +89,9 @@ class RunRecord:
     train: tuple[TrainPoint, ...] = ()
     evals: tuple[EvalPoint, ...] = ()
     layer_response_std: tuple[float, ...] | None = None
+    # Forward and backward signals per layer over training (signals.jsonl); None for a run
+    # made before they were recorded.
+    signals: Signals | None = dataclasses.field(default=None, compare=False)
     tencrop: TopErrors | None = None
     multiscale: TopErrors | None = None
     config: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
@@ -96,6 +100,8 @@ class RunRecord:
     tag: str = ""  # run.tag, which names a variant (also the run directory's name suffix)
     recipe: str | None = None  # config.json's recipe fingerprint; None without a config
     total_steps: int | None = None
+    # The iteration the learning-rate warm-up ended (summary.json); None: no warm-up, or not yet.
+    warmup_switch_step: int | None = None
     wall_s: float | None = None
     message: str = ""  # why a run failed, diverged, was interrupted or is damaged
     damage: tuple[str, ...] = ()  # "summary.json: not valid JSON", one entry per damaged file
@@ -171,6 +177,7 @@ def read_run(path: Path) -> RunRecord:
     saved_config = run.read_config(damage=damage)
     metrics = read_metrics(run.metrics_path, damage)
     responses = checked_responses(run.responses_path, damage)
+    signals = run.read_signals(damage)
     tencrop = read_checked(run.result_path("10crop"), TOP_FIELDS, damage)
     multiscale = read_checked(run.result_path("multiscale"), TOP_FIELDS, damage)
     held = holder(run.path) if run.lock_path.exists() else None
@@ -178,7 +185,7 @@ def read_run(path: Path) -> RunRecord:
     return build_record(run.path, saved_config=saved_config, metrics=metrics, summary=summary,
                         layer_responses=responses, tencrop=tencrop, multiscale=multiscale,
                         status=status, message=message, damage=tuple(damage),
-                        lock=(held.host, held.pid) if held else None)
+                        lock=(held.host, held.pid) if held else None, signals=signals)
 
 
 # ------------------------------------------------------------------- the record from the files
@@ -187,7 +194,8 @@ def build_record(path: Path, saved_config: dict[str, Any] | None = None,
                  layer_responses: dict[str, Any] | None = None,
                  tencrop: dict[str, Any] | None = None, multiscale: dict[str, Any] | None = None,
                  status: str | None = None, message: str | None = None,
-                 damage: tuple[str, ...] = (), lock: tuple[str, int] | None = None) -> RunRecord:
+                 damage: tuple[str, ...] = (), lock: tuple[str, int] | None = None,
+                 signals: Signals | None = None) -> RunRecord:
     """A RunRecord from the parsed, checked contents of a run's files (docs/run-directory.md).
 
     `saved_config` is config.json as written: {"config": {...}, "code_version": ...}.
@@ -237,12 +245,13 @@ def build_record(path: Path, saved_config: dict[str, Any] | None = None,
         final_train_error=final_train, final_test_error=final_test,
         final_test_top5_error=final_top5,
         train=train, evals=evals,
-        layer_response_std=_response_std(layer_responses),
+        layer_response_std=_response_std(layer_responses), signals=signals,
         tencrop=_top_errors(tencrop), multiscale=_top_errors(multiscale),
         config=config, eval_split=eval_split,
         tag=run_settings.get("tag") or (named.tag if named else ""),
         recipe=recipe,
         total_steps=_first(summary.get("total_steps"), config.get("optim", {}).get("total_steps")),
+        warmup_switch_step=summary.get("warmup_switch_step"),
         wall_s=summary.get("wall_s"),
         message=(summary.get("message") or "") if message is None else message,
         damage=damage, lock_host=lock[0] if lock else None, lock_pid=lock[1] if lock else None,

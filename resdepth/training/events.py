@@ -18,6 +18,11 @@ class Event:
       evaluated the "eval" event comes first and the "train" event after it (metrics.jsonl keeps
       the train row first), so a display can show a train row beside the test error of the
       same iteration
+    - "signals": a signals.jsonl row (rundir/signals.py), measured on the state after `step`
+      iterations; data: weighted, responses (the layer names, in network order),
+      weight_grad_rms, weight_rms (one float per weighted layer), response_grad_rms,
+      response_std (one per 3x3 layer); None where a value was not finite. TensorBoard writes
+      it (training/tensorboard_log.py); the console shows nothing of it
     - "note": data: message, one line worth showing
     - "end": the run stops (completed, diverged or interrupted); data: its summary
     - "already_completed": the run was found finished, nothing was trained; data: its summary

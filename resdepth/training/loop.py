@@ -12,9 +12,11 @@ each of them together):
 
   _open_session      data, models, and each state restored from its newest readable checkpoint
                      (runs saved at different iterations fall back to training one at a time)
-  _Session.start     the metrics after the checkpoint dropped, "start" events, warm-up bookkeeping
+  _Session.start     the metrics after the checkpoint dropped, "start" events, warm-up bookkeeping,
+                     the layer signals of iteration 0 (training/signals.py)
   _Session.train     the iterations; after each call, where their intervals fall:
                        _log         a "train" row per run (divergence, the warm-up switch)
+                       _signals     a signals.jsonl row per run
                        _evaluate    an "eval" row per run (the plateau rule)
                        _checkpoint  an Orbax checkpoint per run (also when stopped)
   _Session.finish    each run's status, summary.json (`_summary`) and "end" event
@@ -42,8 +44,10 @@ from resdepth.models.network import build_model
 from resdepth.rundir.directory import RunDirectory
 from resdepth.rundir.identity import fingerprint
 from resdepth.rundir.metrics import MetricsLog
+from resdepth.rundir.signals import SignalsLog
 from resdepth.rundir.summary import Summary
 from resdepth.training import step as steps
+from resdepth.training.signals import layer_names
 from resdepth.training.events import Event, EventSink
 from resdepth.training.mesh import make_mesh
 from resdepth.training.sources import make_source
@@ -120,6 +124,8 @@ class _Run:
     graphdef: Any = None  # its net (plain or residual), which evaluates it
     checkpointer: Checkpointer | None = None
     metrics: MetricsLog | None = None
+    signals: SignalsLog | None = None
+    layers: tuple[list[str], list[str]] = ([], [])  # its weighted and 3x3 layers' names
     host: HostState = dataclasses.field(default_factory=HostState)
     status: str = "running"
     message: str = ""
@@ -188,6 +194,7 @@ def _open_session(runs: list[_Run], make_trainer: TrainerFactory,
         files.write_config(run.config, config_notes)
         run.checkpointer = files.checkpointer(run.config.run.keep_checkpoints)
         run.metrics = files.metrics_log(enabled=writes)
+        run.signals = files.signals_log(enabled=writes)
         states.append(_restore(run, state))
     start_steps = {int(trainer.values(state, "step")[0]) for state in states}
     if len(start_steps) > 1:
@@ -242,12 +249,17 @@ class _Session:
     def start(self) -> None:
         """Drops each run's metrics rows after its checkpoint, sends its "start" event and sets
         up its warm-up bookkeeping; the step compiles at its first call."""
-        for run in self.runs:
+        for position, run in enumerate(self.runs):
             run.metrics.truncate_after(self.step)
+            run.signals.truncate_after(self.step)
+            run.layers = layer_names(run.graphdef, self.run_state(position))
+            run.signals.start(*run.layers)
             run.last_train_error = _last_value(run.metrics.rows(), "train", "train_error")
             run.on_event(Event("start", self.step, self.total,
                                {"params": run.params, "resumed": run.resumed}))
         self.trainer.compile(self.source, [run.graphdef for run in self.runs], self.step)
+        if self.step == 0:
+            self._signals()
         self.per_call = _steps_per_call(self.config, self.source.backend)
         self.started = self.interval_start = time.time()
         self.warmup_cap = steps.warmup_end_step(self.config)
@@ -270,7 +282,10 @@ class _Session:
             before, self.step = self.step, self.step + count
             self._note_warmup_cap(before)
             last = self.step == self.total
-            events = self._log() if self.step % every.log_every_steps == 0 or last else []
+            logging = self.step % every.log_every_steps == 0 or last
+            events = self._log() if logging else []
+            if logging:
+                self._signals()
             if self.step % every.eval_every_steps == 0 or last:
                 self._evaluate()
             for run, event in events:  # after the evaluation of the same iteration (see Event)
@@ -340,6 +355,20 @@ class _Session:
                                               error_sum=zeros, examples_seen=zeros)
         self.interval_start = time.time()
         return events
+
+    def _signals(self) -> None:
+        """A signals.jsonl row per active run (training/signals.py), sent as a "signals" event:
+        its state now, on the mini-batch of its next iteration."""
+        for position, run in enumerate(self.runs):
+            if not run.active:
+                continue
+            values = self.source.signals(self.run_state(position), run.graphdef,
+                                         run.config.run.seed)
+            run.signals.append_signals(self.step, values)
+            weighted, responses = run.layers
+            run.on_event(Event("signals", self.step, self.total, {
+                "weighted": weighted, "responses": responses,
+                **{name: [float(value) for value in array] for name, array in values.items()}}))
 
     def _evaluate(self) -> None:
         """An "eval" row per active run, into metrics.jsonl and sent at once."""

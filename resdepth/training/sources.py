@@ -5,8 +5,10 @@
 - `StreamingSource` (ImageNet): tf.data decodes and augments on the host's cores, each process
   reads its own part, and batches are prefetched onto the devices while the previous step runs.
 
-Both offer `compile(graphdef, start_step)`, `train_steps(state, step, count) -> state` and
-`evaluate(state, graphdef) -> dict` for a run (training/trainer.py), and both are functions of
+Both offer `compile(graphdef, start_step)`, `train_steps(state, step, count) -> state`,
+`evaluate(state, graphdef) -> dict` and `signals(state, graphdef, seed) -> dict` (the layer
+signals of training/signals.py on the batch the next iteration trains on) for a run
+(training/trainer.py), and both are functions of
 (seed, step) alone, so runs resume exactly. The device-resident source also gives any seed's
 batch indices, which a pack of runs (training/packing/) trains on together.
 
@@ -27,6 +29,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from resdepth.training import signals as layer_signals
 from resdepth.training import step as steps
 from resdepth.errors import InvalidChoice
 from resdepth.config import ExperimentConfig
@@ -81,6 +84,7 @@ class DeviceResidentSource:
         self.in_channels = self.data.train_images.shape[-1]
         self._orders: dict[int, BatchOrder] = {}
         self._eval_steps: dict[Any, Any] = {}  # one compiled evaluation per net
+        self._signals_steps: dict[Any, Any] = {}  # ... and one measurement of its signals
         self.device_data: steps.DeviceDataset | None = None
 
     def order(self, seed: int) -> BatchOrder:
@@ -130,6 +134,16 @@ class DeviceResidentSource:
         """The run's iterations step .. step + count - 1 in one call."""
         indices = self.batch_indices(self.config.run.seed, step, count)
         return self._train_step(state, self.device_data, self.on_devices(indices))
+
+    def signals(self, state: steps.TrainState, graphdef: Any, seed: int) -> dict[str, np.ndarray]:
+        """training/signals.py's measurement of a run's state and net on the mini-batch its
+        next iteration trains on (the run of `seed`'s batch order at `state.step`)."""
+        if graphdef not in self._signals_steps:
+            self._signals_steps[graphdef] = layer_signals.make_signals_step(self.config, graphdef,
+                                                                            self.mesh)
+        indices = self.on_devices(self.batch_indices(seed, int(host_value(state.step))))
+        measured = self._signals_steps[graphdef](state, self.load(), indices)
+        return {name: host_value(values) for name, values in measured.items()}
 
     def evaluate(self, state: steps.TrainState, graphdef: Any) -> dict[str, float]:
         """Test loss and error (fraction) over the whole test split, single original view, of
@@ -194,7 +208,9 @@ class StreamingSource:
         from resdepth.data import imagenet_input
 
         self._train_step = steps.make_batch_step(self.config, graphdef)
+        self._signals_step = layer_signals.make_batch_signals_step(graphdef)
         self._logits = steps.make_logits_step(graphdef)
+        self._next_batch: Any = None  # a batch `signals` took from the stream ahead of training
         batches = imagenet_input.train_batches(self.config.data, self.per_process,
                                                self.config.run.seed, start_step,
                                                self.config.data.image_size, self.train_split)
@@ -204,8 +220,21 @@ class StreamingSource:
     def train_steps(self, state: steps.TrainState, step: int, count: int = 1) -> steps.TrainState:
         """`count` iterations, one call each: the input pipeline, not dispatch, bounds ImageNet."""
         for _ in range(count):
-            state = self._train_step(state, next(self._batches))
+            state = self._train_step(state, self._take_batch())
         return state
+
+    def _take_batch(self) -> Any:
+        batch, self._next_batch = self._next_batch, None
+        return batch if batch is not None else next(self._batches)
+
+    def signals(self, state: steps.TrainState, graphdef: Any, seed: int) -> dict[str, np.ndarray]:
+        """training/signals.py's measurement on the batch the next iteration trains on: taken
+        from the stream ahead of time and kept for that iteration (`graphdef` and `seed` are
+        the run's, which compile() and the stream already follow)."""
+        if self._next_batch is None:
+            self._next_batch = next(self._batches)
+        measured = self._signals_step(state, self._next_batch)
+        return {name: host_value(values) for name, values in measured.items()}
 
     def evaluate(self, state: steps.TrainState, graphdef: Any = None) -> dict[str, float]:
         """Top-1 and top-5 centre-crop error on the validation split (what most tools report),

@@ -139,6 +139,26 @@ class DeviceDataset:
     mean_image: jax.Array
 
 
+def training_batch(config: ExperimentConfig, mesh: Mesh
+                   ) -> Callable[[TrainState, DeviceDataset, jax.Array], tuple[jax.Array, jax.Array]]:
+    """The pure `(state, data, indices (B,)) -> (images float32 (B, H, W, C), labels int32
+    (B,))` of the iteration `state.step` trains on: gathered from the on-device dataset,
+    mean-subtracted and augmented with the key fold_in(rng, step), sharded over `data`."""
+    augment = config.data.augment
+    pad, flip = config.data.pad_pixels, config.data.random_flip
+
+    def batch(state: TrainState, data: DeviceDataset, indices: jax.Array
+              ) -> tuple[jax.Array, jax.Array]:
+        images = normalize(data.train_images[indices], data.mean_image)
+        if augment:
+            key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+            images = random_crop_flip(key, images, pad, flip)[0]
+        images = jax.lax.with_sharding_constraint(images, batch_sharded(mesh))
+        return images, data.train_labels[indices]
+
+    return batch
+
+
 def train_iterations(config: ExperimentConfig, graphdef: Any, mesh: Mesh
                      ) -> Callable[[TrainState, DeviceDataset, jax.Array], TrainState]:
     """The pure (not jitted) SGD iterations of one run on an on-device dataset (CIFAR-10, digits).
@@ -148,17 +168,10 @@ def train_iterations(config: ExperimentConfig, graphdef: Any, mesh: Mesh
     their last axis; the step gathers the images on the devices and augments them there.
     """
     optimizer = make_optimizer(config)
-    augment = config.data.augment
-    pad, flip = config.data.pad_pixels, config.data.random_flip
+    batch = training_batch(config, mesh)
 
     def step(state: TrainState, data: DeviceDataset, indices: jax.Array) -> TrainState:
-        images = normalize(data.train_images[indices], data.mean_image)
-        if augment:
-            key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-            images = random_crop_flip(key, images, pad, flip)[0]
-        images = jax.lax.with_sharding_constraint(images, batch_sharded(mesh))
-        labels = data.train_labels[indices]
-        return apply_gradients(config, graphdef, optimizer, state, images, labels)
+        return apply_gradients(config, graphdef, optimizer, state, *batch(state, data, indices))
 
     def steps(state: TrainState, data: DeviceDataset, indices: jax.Array) -> TrainState:
         # Every call is a scan over its iterations, one iteration included (XLA removes a loop

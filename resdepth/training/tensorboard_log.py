@@ -3,9 +3,11 @@
 With `run.tensorboard = true` (or `--tensorboard`), every "train" and "eval" row that a run
 appends to metrics.jsonl is also written, field by field, as a scalar at the row's step into
 RUN_DIR/tensorboard/, under the tag "<row type>/<field>" ("train/train_error",
-"eval/test_error"; errors are fractions, as in the file). `tensorboard --logdir results/<experiment>`
-then shows every run of the experiment side by side while it trains. metrics.jsonl stays the
-record: plots, tables and reports never read the event files.
+"eval/test_error"; errors are fractions, as in the file), and every "signals" event (the rows of
+signals.jsonl) as one scalar per layer and quantity, tagged "signals/<quantity>/<layer>"
+("signals/response_grad_rms/stage1.block0.conv1"). `tensorboard --logdir results/<experiment>`
+then shows every run of the experiment side by side while it trains. metrics.jsonl and
+signals.jsonl stay the record: plots, tables and reports never read the event files.
 
 The writer is tensorboardX: pure Python on protobuf, no TensorFlow import, its own flushing
 thread. Only process 0 of a multi-process run writes. A resumed run starts a new event file
@@ -14,12 +16,14 @@ that purges the points after its checkpoint, as metrics.jsonl drops those rows.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from resdepth.errors import InvalidChoice
+from resdepth.rundir.signals import LAYER_LISTS, SIGNALS
 
 TENSORBOARD_DIR = "tensorboard"
 ROW_KINDS = ("train", "eval")  # the Event kinds that carry a metrics.jsonl row
@@ -39,11 +43,27 @@ def scalars(row: dict[str, Any]) -> dict[str, float]:
             and not isinstance(value, bool)}
 
 
-class TensorBoardLog:
-    """An event sink (see training/events.py) writing train and eval rows to run_dir/tensorboard/.
+def signal_scalars(data: dict[str, Any]) -> dict[str, float]:
+    """A "signals" event's values by tag, one per layer and quantity:
+    {"signals/response_grad_rms/stem": 0.02, ...}.
 
-    The writer opens at the first row, so a run that is already complete (no events) or a
-    process other than 0 leaves no folder behind; it closes at the run's "end" event.
+    `data` has the layer names ("weighted", "responses") and, per quantity of LAYER_LISTS, one
+    value per name of its list; a value that is not a finite number (None) is skipped, as
+    signals.jsonl holds null for it.
+    """
+    return {f"{SIGNALS}/{quantity}/{name}": float(value)
+            for quantity, names_of in LAYER_LISTS.items()
+            for name, value in zip(data[names_of], data[quantity])
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value)}
+
+
+class TensorBoardLog:
+    """An event sink (see training/events.py) writing train and eval rows and signals to
+    run_dir/tensorboard/.
+
+    The writer opens at the first row or signals, so a run that is already complete (no events)
+    or a process other than 0 leaves no folder behind; it closes at the run's "end" event.
     """
 
     def __init__(self, run_dir: Path):
@@ -55,10 +75,12 @@ class TensorBoardLog:
     def __call__(self, event: Any) -> None:
         if event.kind == "start":
             self.start_step = event.step
-        elif event.kind in ROW_KINDS:
+        elif event.kind in (*ROW_KINDS, SIGNALS):
             writer = self._writer()
             if writer is not None:
-                for tag, value in scalars({"type": event.kind, **event.data}).items():
+                values = (signal_scalars(event.data) if event.kind == SIGNALS
+                          else scalars({"type": event.kind, **event.data}))
+                for tag, value in values.items():
                     writer.add_scalar(tag, value, event.step)
         elif event.kind == "end":
             self.close()
