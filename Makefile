@@ -54,8 +54,10 @@ reproduce-table6: install
 	$(BIN)/resdepth table results/table6
 	$(BIN)/resdepth report results/table6
 
+# Two workers, each taking whole test files (module fixtures train once): on two cores the
+# suite's compiles and subprocess start-ups overlap with the other worker's training.
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # ImageNet (needs the ILSVRC2012 archives; `resdepth train --dataset imagenet` says where they go).
 reproduce-table2: install

@@ -315,7 +315,7 @@ def test_report_shows_the_figure_the_verdicts_and_the_rule(tmp_path: Path):
     for run, answer in (("plain-14-seed0", "yes"), ("resnet-14-A-seed0", "no")):
         row = verdict_table.split(f"<tr><td>{run}</td><td>", 1)[1].split("</tr>", 1)[0]
         assert row.endswith(f"<td>{answer}</td>"), row
-    assert "below 0.01 at some logged row" in text
+    assert f"below {vanishing.VANISHING_RATIO:g} at some logged row" in text
     assert "1 of 5 runs has no signals.jsonl" in text
     assert "Figures: Figure 6, Final error against depth (degradation), Signals." in text
 

@@ -1,4 +1,5 @@
-"""TensorBoard event files: the metrics.jsonl rows, read back with TensorFlow's own record reader.
+"""TensorBoard event files: the metrics.jsonl and signals.jsonl rows, read back with
+TensorFlow's own record reader.
 
 The writer is tensorboardX; the reader here is TensorFlow's (TFRecordDataset, which checks each
 record's checksums, and the Event protocol buffer), so the files are checked by the reference
