@@ -7,6 +7,7 @@ data-parallel step, Orbax checkpoints); only the nets and schedules are tiny.
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import shutil
 import tempfile
@@ -40,16 +41,36 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 from resdepth.config import ExperimentConfig, load_config, parse_override  # noqa: E402
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """A folder `build(folder)` fills once per test session: under pytest-xdist the first worker
+    to ask builds it in the session's shared temporary folder while the others wait (flock)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    shared = tmp_path_factory.getbasetemp().parent  # pytest-N/, above each worker's popen-gwK/
+    folder, done = shared / name, shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def digits_data_dir(tmp_path_factory) -> str:
     """A TFDS data dir with resdepth_digits prepared (about 5 s, once per session)."""
     from resdepth.data.datasets import load_dataset
 
-    data_dir = str(tmp_path_factory.mktemp("tfds"))
-    config = load_config("digits").data
-    config.data_dir = data_dir
-    load_dataset(config)
-    return data_dir
+    def prepare(folder: Path) -> None:
+        config = load_config("digits").data
+        config.data_dir = str(folder)
+        load_dataset(config)
+
+    return str(built_once(tmp_path_factory, "tfds", prepare))
 
 
 def tiny_config(data_dir: str, *overrides: str, depth: int = 8, residual: bool = True,
@@ -82,13 +103,15 @@ def recorded_runs(tmp_path_factory, digits_data_dir) -> Path:
     from resdepth.rundir.directory import RunDirectory
     from resdepth.training.session import train_run
 
-    out = tmp_path_factory.mktemp("results")
-    for depth, residual, seed in ((8, False, 0), (8, True, 0), (14, False, 0), (14, True, 0), (8, True, 1)):
-        config = tiny_config(digits_data_dir, depth=depth, residual=residual, seed=seed,
-                             steps=30, name="recorded")
-        run_dir = RunDirectory.of(out, config).path
-        summary = train_run(config, run_dir, stop=threading.Event())
-        assert summary["status"] == "completed"
-        if seed == 0:
-            analyze_run(run_dir)
-    return out / "recorded"
+    def record(out: Path) -> None:
+        for depth, residual, seed in ((8, False, 0), (8, True, 0), (14, False, 0), (14, True, 0),
+                                      (8, True, 1)):
+            config = tiny_config(digits_data_dir, depth=depth, residual=residual, seed=seed,
+                                 steps=30, name="recorded")
+            run_dir = RunDirectory.of(out, config).path
+            summary = train_run(config, run_dir, stop=threading.Event())
+            assert summary["status"] == "completed"
+            if seed == 0:
+                analyze_run(run_dir)
+
+    return built_once(tmp_path_factory, "results", record) / "recorded"

@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import tiny_config  # noqa: E402  (also sets strict dtype promotion, as in pytest)
 
 import resdepth.rundir.directory as directory  # noqa: E402
-import resdepth.rundir.metrics as metrics  # noqa: E402
+import resdepth.rundir.rows as rows  # noqa: E402
 from resdepth.training.sweep import GridPoint, run_sweep  # noqa: E402
 
-written: list[str] = []  # every run file this process writes: config, summary, metrics rows
-_write_json, _append = directory.write_json, metrics.MetricsLog.append
+written: list[str] = []  # every run file this process writes: config, summary, metrics and signals rows
+_write_json, _append = directory.write_json, rows.RowsLog.append
 
 
 def recording_write_json(path, data, *args):
@@ -45,7 +45,7 @@ def recording_append(self, row):
 
 # config.json and summary.json (RunDirectory.write_config, .write_summary)
 directory.write_json = recording_write_json
-metrics.MetricsLog.append = recording_append
+rows.RowsLog.append = recording_append  # metrics.jsonl's and signals.jsonl's writers
 
 config = tiny_config(data_dir, "optim.learning_rate=0.01", steps=int(steps), name="distributed")
 summaries = run_sweep(config, [GridPoint("residual", 8, 0)], Path(out),

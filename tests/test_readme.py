@@ -105,7 +105,8 @@ def test_the_readme_says_how_many_seeds_the_demo_trains_and_shows_its_table():
 def test_the_readmes_spread_over_seeds_is_the_mean_and_sample_std_of_its_seeds():
     import statistics
 
-    rows = markdown_rows(demo_section().split("One seed is one draw")[1], "plain-")
+    spread = demo_section().split("One seed is one draw")[1].split(SIGNALS_ANSWER)[0]
+    rows = markdown_rows(spread, "plain-")
     assert set(rows) == {"plain-20", "plain-56"}
     for cells in rows.values():
         for cell in cells:  # "36.88, 64.69, 48.91 (50.16 ± 13.95)"
@@ -114,3 +115,26 @@ def test_the_readmes_spread_over_seeds_is_the_mean_and_sample_std_of_its_seeds()
             assert len(values) == 3
             assert abs(statistics.mean(values) - mean) < 0.006
             assert abs(statistics.stdev(values) - std) < 0.006
+
+
+SIGNALS_ANSWER = "**Did plain-56's gradients vanish?"
+
+
+def test_the_readme_answers_from_the_demos_signals_verdicts():
+    from resdepth.results.vanishing import VANISHING_RATIO
+
+    section = demo_section()
+    made = (README.parent / "docs" / "figures" / "demo-table.md").read_text()
+    verdicts = made.split("backward signals per run")[1].split("## demo: runs")[0]
+    made_rows = markdown_rows(verdicts, "plain-") | markdown_rows(verdicts, "resnet-")
+    answer = section.split(SIGNALS_ANSWER)[1]
+    shown = markdown_rows(answer, "plain-") | markdown_rows(answer, "ResNet-")
+    names = {"plain-20": "plain-20-seed0", "plain-56": "plain-56-seed0",
+             "ResNet-20": "resnet-20-A-seed0", "ResNet-56": "resnet-56-A-seed0"}
+    for net, run in names.items():
+        assert shown[net] == made_rows[run][-4:], net  # first, last, lowest ratio, verdict
+    said = "Yes" if made_rows["plain-56-seed0"][-1] == "yes" else "No"
+    assert answer.startswith(f" {said}.**")
+    assert f"below {VANISHING_RATIO:g} after the first row" in answer
+    assert "docs/figures/demo-signals.png" in answer
+    assert (README.parent / "docs" / "figures" / "demo-signals.png").stat().st_size > 10_000

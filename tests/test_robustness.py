@@ -21,6 +21,8 @@ import jax
 import numpy as np
 import pytest
 
+from resdepth.rundir.record import read_run
+
 from conftest import tiny_config
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
@@ -92,13 +94,13 @@ def test_two_processes_train_exactly_as_one_and_only_process_0_writes(tmp_path, 
                (json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outputs)}
     assert reports[0]["processes"] == 2 and reports[0]["devices"] == 4  # 2 processes x 2 CPUs
     # Process 0 wrote the run's files; process 1 none (Orbax writes checkpoints collectively).
-    assert reports[0]["written"] == ["config.json", "metrics.jsonl", "summary.json"]
+    assert reports[0]["written"] == ["config.json", "metrics.jsonl", "signals.jsonl", "summary.json"]
     assert reports[1]["written"] == []
 
     two_dir = tmp_path / "two" / "distributed" / "resnet-8-A-seed0"
     one_dir = tmp_path / "one" / "distributed" / "resnet-8-A-seed0"
     assert sorted(p.name for p in two_dir.iterdir()) == ["checkpoints", "config.json",
-                                                         "metrics.jsonl", "summary.json"]
+                                                         "metrics.jsonl", "signals.jsonl", "summary.json"]
     two_summary = json.loads((two_dir / "summary.json").read_text())
     assert two_summary["status"] == one["status"] == "completed"
     assert two_summary["steps_done"] == one["steps_done"] == steps
@@ -108,6 +110,12 @@ def test_two_processes_train_exactly_as_one_and_only_process_0_writes(tmp_path, 
         for key in ("train_loss", "train_error", "test_loss", "test_error"):
             if key in one_row:
                 assert two_row[key] == pytest.approx(one_row[key], abs=1e-5), (key, one_row["step"])
+    # The layer signals of the batch split over 2 processes are those of the batch on one.
+    two_signals, one_signals = (read_run(run_dir).signals for run_dir in (two_dir, one_dir))
+    assert two_signals.steps == one_signals.steps and len(two_signals.steps) > 2
+    for key in ("weight_grad_rms", "weight_rms", "response_grad_rms", "response_std"):
+        np.testing.assert_allclose(getattr(two_signals, key), getattr(one_signals, key), rtol=1e-4,
+                                   err_msg=key)
     two_step, two_params = checkpoint_params(two_dir, config)
     one_step, one_params = checkpoint_params(one_dir, config)
     assert two_step == one_step == steps
