@@ -115,3 +115,20 @@ def recorded_runs(tmp_path_factory, digits_data_dir) -> Path:
                 analyze_run(run_dir)
 
     return built_once(tmp_path_factory, "results", record) / "recorded"
+
+
+# The longest test files first: pytest-xdist (`make test`) hands whole files to its two workers
+# in collection order, so what is left at the end is short and neither worker idles while the
+# other finishes a long file. The first two build nothing the other needs (recorded_runs is
+# built by the second, then shared). Files not named keep their order, after these.
+LONG_FILES_FIRST = (
+    "test_robustness.py", "test_results_plots_tables.py", "test_run_directory.py",
+    "test_train.py", "test_sweep.py", "test_packed.py", "test_packed_net.py", "test_models.py",
+    "test_fidelity.py", "test_cli_conventions.py", "test_signals.py", "test_cpu_conv.py",
+    "test_imagenet.py", "test_damaged_runs.py", "test_run_session.py", "test_readme.py",
+    "test_digits_first_use.py")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    rank = {name: index for index, name in enumerate(LONG_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a file

@@ -156,3 +156,20 @@ def test_a_missing_or_damaged_signals_file_is_said_once_and_never_crashes(tmp_pa
     caplog.clear()
     record = read_run(run_dir)
     assert record.signals is None and not caplog.records
+
+
+def test_a_streamed_batch_measured_for_signals_is_the_one_the_next_iteration_trains_on():
+    """ImageNet's tf.data stream: `signals` takes the next batch ahead of time and the next
+    iteration trains on that same batch, so measuring never skips or reorders a batch."""
+    from resdepth.training.sources import StreamingSource
+
+    source = object.__new__(StreamingSource)  # only the stream's bookkeeping, no ImageNet
+    source._batches, source._next_batch = iter(["batch 0", "batch 1", "batch 2"]), None
+    source._signals_step = lambda state, batch: {"measured": np.array([len(state), int(batch[-1])])}
+    source._train_step = lambda state, batch: state + [batch]
+    assert source.signals([], None, 0)["measured"].tolist() == [0, 0]
+    assert source.signals([], None, 0)["measured"].tolist() == [0, 0]  # asked twice: still batch 0
+    trained = source.train_steps([], 0, count=2)
+    assert trained == ["batch 0", "batch 1"]
+    assert source.signals(trained, None, 0)["measured"].tolist() == [2, 2]
+    assert source.train_steps(trained, 2, count=1) == ["batch 0", "batch 1", "batch 2"]

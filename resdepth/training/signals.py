@@ -20,6 +20,7 @@ runs in the training step itself.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -30,7 +31,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from resdepth.config import ExperimentConfig
-from resdepth.training.step import DeviceDataset, TrainState, training_batch
+from resdepth.training.step import Augmentation, DeviceDataset, TrainState, training_batch
 
 Kernels = list[tuple[list[str], jax.Array]]  # (names, kernels stacked on a leading block axis)
 
@@ -125,8 +126,17 @@ def layer_signals(graphdef: Any, params: Any, batch_stats: Any, images: jax.Arra
 def make_signals_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh
                       ) -> Callable[[TrainState, DeviceDataset, jax.Array], dict[str, jax.Array]]:
     """Jitted (state, on-device dataset, indices (B,)) -> `layer_signals` on the mini-batch the
-    iteration `state.step` trains on (step.training_batch: the same images and augmentation)."""
-    batch = training_batch(config, mesh)
+    iteration `state.step` trains on (step.training_batch: the same images and augmentation).
+
+    One function per net and augmentation in a process: the seeds of a sweep (and a test
+    session's runs) share its traced and compiled program rather than each tracing its own."""
+    return _signals_step(graphdef, mesh, Augmentation.of(config))
+
+
+@functools.lru_cache(maxsize=16)
+def _signals_step(graphdef: Any, mesh: Mesh, augmentation: Augmentation
+                  ) -> Callable[[TrainState, DeviceDataset, jax.Array], dict[str, jax.Array]]:
+    batch = training_batch(augmentation, mesh)
 
     def signals(state: TrainState, data: DeviceDataset, indices: jax.Array) -> dict[str, jax.Array]:
         return layer_signals(graphdef, state.params, state.batch_stats, *batch(state, data, indices))

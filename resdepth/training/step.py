@@ -139,13 +139,26 @@ class DeviceDataset:
     mean_image: jax.Array
 
 
-def training_batch(config: ExperimentConfig, mesh: Mesh
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """How a training batch is augmented: config.data's augment, pad_pixels and random_flip."""
+
+    augment: bool
+    pad_pixels: int
+    random_flip: bool
+
+    @classmethod
+    def of(cls, config: ExperimentConfig) -> "Augmentation":
+        return cls(config.data.augment, config.data.pad_pixels, config.data.random_flip)
+
+
+def training_batch(augmentation: Augmentation, mesh: Mesh
                    ) -> Callable[[TrainState, DeviceDataset, jax.Array], tuple[jax.Array, jax.Array]]:
     """The pure `(state, data, indices (B,)) -> (images float32 (B, H, W, C), labels int32
     (B,))` of the iteration `state.step` trains on: gathered from the on-device dataset,
     mean-subtracted and augmented with the key fold_in(rng, step), sharded over `data`."""
-    augment = config.data.augment
-    pad, flip = config.data.pad_pixels, config.data.random_flip
+    augment = augmentation.augment
+    pad, flip = augmentation.pad_pixels, augmentation.random_flip
 
     def batch(state: TrainState, data: DeviceDataset, indices: jax.Array
               ) -> tuple[jax.Array, jax.Array]:
@@ -168,7 +181,7 @@ def train_iterations(config: ExperimentConfig, graphdef: Any, mesh: Mesh
     their last axis; the step gathers the images on the devices and augments them there.
     """
     optimizer = make_optimizer(config)
-    batch = training_batch(config, mesh)
+    batch = training_batch(Augmentation.of(config), mesh)
 
     def step(state: TrainState, data: DeviceDataset, indices: jax.Array) -> TrainState:
         return apply_gradients(config, graphdef, optimizer, state, *batch(state, data, indices))
