@@ -20,6 +20,7 @@ never looks at the images the tables report.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import itertools
 import math
@@ -37,6 +38,9 @@ from resdepth.data.datasets import BatchOrder, InMemoryDataset, load_dataset
 from resdepth.dataset_facts import IN_CHANNELS, NUM_CLASSES
 from resdepth.training.mesh import DATA_AXIS, batch_sharded, host_value, replicated, to_global
 
+
+# Measures a run's first layer signals while its training step compiles (`signals_soon`).
+_BACKGROUND = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="resdepth-signals")
 
 # The held-out images of the device-resident datasets are the last ones of this fixed permutation
 # of the training set: the same images for every seed, so runs of one experiment stay comparable.
@@ -84,7 +88,6 @@ class DeviceResidentSource:
         self.in_channels = self.data.train_images.shape[-1]
         self._orders: dict[int, BatchOrder] = {}
         self._eval_steps: dict[Any, Any] = {}  # one compiled evaluation per net
-        self._signals_steps: dict[Any, Any] = {}  # ... and one measurement of its signals
         self.device_data: steps.DeviceDataset | None = None
 
     def order(self, seed: int) -> BatchOrder:
@@ -138,12 +141,18 @@ class DeviceResidentSource:
     def signals(self, state: steps.TrainState, graphdef: Any, seed: int) -> dict[str, np.ndarray]:
         """training/signals.py's measurement of a run's state and net on the mini-batch its
         next iteration trains on (the run of `seed`'s batch order at `state.step`)."""
-        if graphdef not in self._signals_steps:
-            self._signals_steps[graphdef] = layer_signals.make_signals_step(self.config, graphdef,
-                                                                            self.mesh)
+        program = layer_signals.make_signals_step(self.config, graphdef, self.mesh)
         indices = self.on_devices(self.batch_indices(seed, int(host_value(state.step))))
-        measured = self._signals_steps[graphdef](state, self.load(), indices)
+        measured = program(state, self.load(), indices)
         return {name: host_value(values) for name, values in measured.items()}
+
+    def signals_soon(self, state: steps.TrainState, graphdef: Any, seed: int
+                     ) -> concurrent.futures.Future:
+        """`signals` of a copy of `state`, on a background thread: the caller may go on training
+        (and donate `state`). Its first call per net compiles the measurement, which XLA does on
+        one core while the training step compiles on another."""
+        copy = jax.tree.map(lambda leaf: jax.device_put(leaf, leaf.sharding, may_alias=False), state)
+        return _BACKGROUND.submit(self.signals, copy, graphdef, seed)
 
     def evaluate(self, state: steps.TrainState, graphdef: Any) -> dict[str, float]:
         """Test loss and error (fraction) over the whole test split, single original view, of
@@ -235,6 +244,14 @@ class StreamingSource:
             self._next_batch = next(self._batches)
         measured = self._signals_step(state, self._next_batch)
         return {name: host_value(values) for name, values in measured.items()}
+
+    def signals_soon(self, state: steps.TrainState, graphdef: Any, seed: int
+                     ) -> concurrent.futures.Future:
+        """`signals`, measured now (the stream's next batch is taken here, in order; an ImageNet
+        run's compile is short beside its training)."""
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        done.set_result(self.signals(state, graphdef, seed))
+        return done
 
     def evaluate(self, state: steps.TrainState, graphdef: Any = None) -> dict[str, float]:
         """Top-1 and top-5 centre-crop error on the validation split (what most tools report),
