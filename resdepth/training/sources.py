@@ -42,6 +42,14 @@ from resdepth.training.mesh import DATA_AXIS, batch_sharded, host_value, replica
 # Measures a run's first layer signals while its training step compiles (`signals_soon`).
 _BACKGROUND = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="resdepth-signals")
 
+
+def _measured(values: dict[str, np.ndarray]) -> concurrent.futures.Future:
+    """`values` as the finished Future `signals_soon` returns."""
+    done: concurrent.futures.Future = concurrent.futures.Future()
+    done.set_result(values)
+    return done
+
+
 # The held-out images of the device-resident datasets are the last ones of this fixed permutation
 # of the training set: the same images for every seed, so runs of one experiment stay comparable.
 HOLDOUT_ORDER_SEED = 0
@@ -150,7 +158,10 @@ class DeviceResidentSource:
                      ) -> concurrent.futures.Future:
         """`signals` of a copy of `state`, on a background thread: the caller may go on training
         (and donate `state`). Its first call per net compiles the measurement, which XLA does on
-        one core while the training step compiles on another."""
+        one core while the training step compiles on another. With several processes it is
+        measured now: each must launch its collective programs in the same order."""
+        if jax.process_count() > 1:
+            return _measured(self.signals(state, graphdef, seed))
         copy = jax.tree.map(lambda leaf: jax.device_put(leaf, leaf.sharding, may_alias=False), state)
         return _BACKGROUND.submit(self.signals, copy, graphdef, seed)
 
@@ -249,9 +260,7 @@ class StreamingSource:
                      ) -> concurrent.futures.Future:
         """`signals`, measured now (the stream's next batch is taken here, in order; an ImageNet
         run's compile is short beside its training)."""
-        done: concurrent.futures.Future = concurrent.futures.Future()
-        done.set_result(self.signals(state, graphdef, seed))
-        return done
+        return _measured(self.signals(state, graphdef, seed))
 
     def evaluate(self, state: steps.TrainState, graphdef: Any = None) -> dict[str, float]:
         """Top-1 and top-5 centre-crop error on the validation split (what most tools report),
