@@ -84,6 +84,15 @@ def tiny_config(data_dir: str, *overrides: str, depth: int = 8, residual: bool =
     return load_config("digits", [parse_override(text) for text in texts])
 
 
+def one_line_error(result) -> str:
+    """The one "error:" line of a CLI result that exited 2 without a traceback."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
 def stop_at(step: int, kind: str = "train") -> tuple[threading.Event, callable]:
     """A stop flag and an event sink that raises it once the run reports `step`."""
     flag = threading.Event()

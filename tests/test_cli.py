@@ -11,15 +11,9 @@ from typer.testing import CliRunner
 from resdepth.cli.app import app
 from resdepth.config import ConfigError, load_config, parse_override
 
+from conftest import one_line_error
+
 runner = CliRunner()
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 @pytest.mark.parametrize("args,expected", [

@@ -17,20 +17,14 @@ from typer.testing import CliRunner
 from resdepth.cli.app import app
 from resdepth.data.datasets import DOWNLOAD_URLS
 
+from conftest import one_line_error
+
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
 # A proxy nobody listens on: the download probe fails at once, as on an offline machine.
 OFFLINE = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
            "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
 ON_CPU = {"JAX_PLATFORMS": "cpu", "COLUMNS": "200"}
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 # ------------------------------------------- 2. where the dataset choice came from, offline

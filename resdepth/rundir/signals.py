@@ -17,7 +17,7 @@ from typing import Any
 
 from resdepth.rundir.rows import RowsLog, read_rows
 from resdepth.rundir.schema import NUMBER, is_kind
-from resdepth.rundir.storage import damaged, finite, short
+from resdepth.rundir.storage import finite, short
 
 LAYERS, SIGNALS = "layers", "signals"
 # Each quantity of a "signals" row, and which list of layer names it follows.
@@ -98,9 +98,7 @@ def read_signals(path: Path, damage: list[str] | None = None, warn: bool = True)
         return None
 
     rows = read_rows(path, check, damage, warn)
-    if not names:
-        if rows:
-            damaged(path, 'has no "layers" row naming its layers; ignored', damage, warn)
+    if not names:  # every row was refused by `check`, and named in its warning
         return None
     # A step logged twice (never by resdepth): the later row.
     kept = {row["step"]: row for row in rows if row["type"] == SIGNALS}
