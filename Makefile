@@ -57,7 +57,7 @@ reproduce-table6: install
 # Two workers, each taking whole test files (module fixtures train once): on two cores the
 # suite's compiles and subprocess start-ups overlap with the other worker's training.
 test: install
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # ImageNet (needs the ILSVRC2012 archives; `resdepth train --dataset imagenet` says where they go).
 reproduce-table2: install

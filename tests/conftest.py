@@ -17,6 +17,22 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The tests compile some hundreds of small programs and run each for a few iterations, so
+# compiling dominates the suite's time, and LLVM's optimizations (XLA:CPU's default backend
+# level is 3) take most of each compile while saving little on tiny nets. At level 0 XLA runs
+# the same HLO passes and emits plainer machine code, which rounds some results differently in
+# their last bits: a test compares runs made here, under these flags (the commands it starts
+# inherit them), never against numbers a user's level-3 build printed.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+
+
+def xla_flags(*flags: str) -> str:
+    """XLA_FLAGS for a command a test starts: the tests' own flags and `flags`."""
+    return " ".join((os.environ.get("XLA_FLAGS", ""), *flags)).strip()
+
+
+if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = xla_flags(TEST_XLA_FLAGS)
 # One persistent compilation cache for the session, in a temporary folder (never ~/.cache),
 # shared by this process and the commands tests start: many tests compile the same small
 # programs, and every compile after the first loads them. Tests of the cache give it a folder
@@ -126,16 +142,20 @@ def recorded_runs(tmp_path_factory, digits_data_dir) -> Path:
     return built_once(tmp_path_factory, "results", record) / "recorded"
 
 
-# The longest test files first: pytest-xdist (`make test`) hands whole files to its two workers
-# in collection order, so what is left at the end is short and neither worker idles while the
-# other finishes a long file. The first two build nothing the other needs (recorded_runs is
-# built by the second, then shared). Files not named keep their order, after these.
+# The longest test files first, as measured (`make test` with a start and end time per test):
+# pytest-xdist (`make test`, with --no-loadscope-reorder: its default orders files by their
+# number of tests instead) hands whole files to its two workers in this order, each taking the
+# next when it is nearly done, so what is left at the end is short and neither worker idles while
+# the other finishes a long file. The first two need nothing the other builds: the second builds
+# recorded_runs, which the files after it share. Files not named keep their order, after these.
 LONG_FILES_FIRST = (
     "test_robustness.py", "test_results_plots_tables.py", "test_run_directory.py",
-    "test_train.py", "test_sweep.py", "test_packed.py", "test_packed_net.py", "test_models.py",
-    "test_fidelity.py", "test_cli_conventions.py", "test_signals.py", "test_cpu_conv.py",
-    "test_imagenet.py", "test_damaged_runs.py", "test_run_session.py", "test_readme.py",
-    "test_digits_first_use.py")
+    "test_train.py", "test_sweep.py", "test_models.py", "test_cpu_conv.py", "test_packed_net.py",
+    "test_fidelity.py", "test_cli_conventions.py", "test_imagenet.py", "test_packed.py",
+    "test_signals.py", "test_run_session.py", "test_operations.py", "test_readme.py",
+    "test_digits_first_use.py", "test_honest_results.py", "test_new_user.py",
+    "test_signals_results.py", "test_figures.py", "test_device_scripts.py",
+    "test_damaged_runs.py", "test_peer_and_profile.py", "test_report.py")
 
 
 def pytest_collection_modifyitems(items) -> None:

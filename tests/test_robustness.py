@@ -23,7 +23,7 @@ import pytest
 
 from resdepth.rundir.record import read_run
 
-from conftest import tiny_config
+from conftest import tiny_config, xla_flags
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 # Variables that would make a child process join some other multi-process run.
@@ -71,7 +71,7 @@ def test_two_processes_train_exactly_as_one_and_only_process_0_writes(tmp_path, 
     from resdepth.training.sweep import GridPoint, run_sweep
 
     steps, port = 10, free_port()
-    env = child_env(XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    env = child_env(XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=2"),
                     RESDEPTH_COMPILATION_CACHE="0")
     workers = [subprocess.Popen([sys.executable, str(WORKER), str(index), str(port), digits_data_dir,
                                  str(tmp_path / "two"), str(steps)],

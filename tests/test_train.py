@@ -24,7 +24,7 @@ from resdepth.rundir.directory import RunDirectory
 from resdepth.training.loop import warmup_should_end
 from resdepth.training.session import train_run
 
-from conftest import stop_at, tiny_config
+from conftest import stop_at, tiny_config, xla_flags
 
 WALL_FIELDS = ("images_per_s", "wall_s")
 
@@ -252,7 +252,7 @@ FOUR_DEVICE_SCRIPT = textwrap.dedent("""
 
 
 def test_one_device_and_four_devices_agree_with_grouped_batchnorm():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+    env = {**os.environ, "XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=4"),
            "JAX_PLATFORMS": "cpu"}
     result = subprocess.run([sys.executable, "-c", FOUR_DEVICE_SCRIPT], env=env, text=True,
                             capture_output=True, timeout=300)
