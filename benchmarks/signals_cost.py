@@ -10,7 +10,11 @@ figure is the ratio of the medians of the wall times, each the whole command's.
 
 The default is `make demo`'s grid (plain and residual 20 and 56 on the digits) at the default
 logging interval of the config (`run.log_every_steps` = 100): signals are measured at
-iteration 0 and at every logging row, so `--log-every 10` shows the demo's own setting.
+iteration 0 and at every logging row, so `--log-every 10` shows the demo's own setting. The
+measurement's cost is one compile per net (about as long as the training step's) plus one
+forward and backward pass per logging row, so its share falls with the run's length: `--steps`
+lengthens the runs (the sweep scales the learning-rate drops with them), `--depths` and `--arch`
+narrow the grid.
 """
 
 from __future__ import annotations
@@ -55,10 +59,13 @@ def main() -> None:
     parser.add_argument("--experiment", default="demo")
     parser.add_argument("--log-every", type=int, default=100, help="run.log_every_steps")
     parser.add_argument("--steps", type=int, default=0, help="iterations per run (0: the experiment's)")
+    parser.add_argument("--depths", default="", help="the sweep's --depths (default: the experiment's)")
+    parser.add_argument("--arch", default="", help="the sweep's --arch (default: the experiment's)")
     args = parser.parse_args()
     arguments = ["--experiment", args.experiment, "--set", f"run.log_every_steps={args.log_every}"]
-    if args.steps:
-        arguments += ["--steps", str(args.steps)]
+    for option, value in (("--steps", args.steps), ("--depths", args.depths), ("--arch", args.arch)):
+        if value:
+            arguments += [option, str(value)]
     print(f"sweep {' '.join(arguments)}; compilation cache off; {args.rounds} rounds", flush=True)
     times: dict[bool, list[float]] = {True: [], False: []}
     for round_number in range(args.rounds):

@@ -157,9 +157,10 @@ class DeviceResidentSource:
     def signals_soon(self, state: steps.TrainState, graphdef: Any, seed: int
                      ) -> concurrent.futures.Future:
         """`signals` of a copy of `state`, on a background thread: the caller may go on training
-        (and donate `state`). Its first call per net compiles the measurement, which XLA does on
-        one core while the training step compiles on another. With several processes it is
-        measured now: each must launch its collective programs in the same order."""
+        (and donate `state`). Its first call per net compiles the measurement beside the
+        training step's compile rather than before it (on CPU they share the cores: it shortens
+        the wait, it does not hide the compile). With several processes it is measured now: each
+        must launch its collective programs in the same order."""
         if jax.process_count() > 1:
             return _measured(self.signals(state, graphdef, seed))
         copy = jax.tree.map(lambda leaf: jax.device_put(leaf, leaf.sharding, may_alias=False), state)
