@@ -1,12 +1,12 @@
 """What recording the layer signals costs a sweep: `python -m benchmarks.signals_cost`.
 
 Runs the same `resdepth sweep` in fresh processes, two per round, side by side: as it is, and
-with the training loop's two measuring calls (`_signals` at logging rows, the source's
-`signals_soon` for iteration 0) replaced by no-ops, which leaves exactly the training of before
-signals existed. The order alternates from round
-to round, so the machine's other load falls on both alike. The persistent compilation cache is
-off (RESDEPTH_COMPILATION_CACHE=0): both pay every compile, as a user's first sweep does. The
-figure is the ratio of the medians of the wall times, each the whole command's.
+with the training loop's `_signals` (the one place signals are measured, at iteration 0 and at
+every logging row) replaced by a no-op, which leaves exactly the training of before signals
+existed. The order alternates from round to round, so the machine's other load falls on both
+alike. The persistent compilation cache is off (RESDEPTH_COMPILATION_CACHE=0): both pay every
+compile, as a user's first sweep does. The figure is the ratio of the medians of the wall times,
+each the whole command's.
 
 The default is `make demo`'s grid (plain and residual 20 and 56 on the digits) at the default
 logging interval of the config (`run.log_every_steps` = 100): signals are measured at
@@ -28,11 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-# The loop's two measuring calls made no-ops: iteration 0's (started at the run's start) and
-# every logging row's.
-NO_SIGNALS = ("from resdepth.training import loop, sources; "
-              "loop._Session._signals = lambda self: None; "
-              "sources.DeviceResidentSource.signals_soon = lambda *args: None; ")
+NO_SIGNALS = ("from resdepth.training import loop; "
+              "loop._Session._signals = lambda self: None; ")
 SWEEP = "import sys; from resdepth.cli.app import app; sys.argv[0] = 'resdepth'; app()"
 
 

@@ -13,8 +13,7 @@ each of them together):
   _open_session      data, models, and each state restored from its newest readable checkpoint
                      (runs saved at different iterations fall back to training one at a time)
   _Session.start     the metrics after the checkpoint dropped, "start" events, warm-up bookkeeping,
-                     the layer signals of iteration 0 (training/signals.py) set measuring on a
-                     background thread, written by the first _signals or _checkpoint
+                     the layer signals of iteration 0 (training/signals.py)
   _Session.train     the iterations; after each call, where their intervals fall:
                        _log         a "train" row per run (divergence, the warm-up switch)
                        _signals     a signals.jsonl row per run
@@ -127,7 +126,6 @@ class _Run:
     metrics: MetricsLog | None = None
     signals: SignalsLog | None = None
     layers: tuple[list[str], list[str]] = ([], [])  # its weighted and 3x3 layers' names
-    first_signals: Any = None  # a Future of iteration 0's signals, until they are written
     host: HostState = dataclasses.field(default_factory=HostState)
     status: str = "running"
     message: str = ""
@@ -260,10 +258,8 @@ class _Session:
             run.on_event(Event("start", self.step, self.total,
                                {"params": run.params, "resumed": run.resumed}))
         self.trainer.compile(self.source, [run.graphdef for run in self.runs], self.step)
-        if self.step == 0:  # measured while the training step compiles (sources.signals_soon)
-            for position, run in enumerate(self.runs):
-                run.first_signals = self.source.signals_soon(self.run_state(position),
-                                                             run.graphdef, run.config.run.seed)
+        if self.step == 0:
+            self._signals()
         self.per_call = _steps_per_call(self.config, self.source.backend)
         self.started = self.interval_start = time.time()
         self.warmup_cap = steps.warmup_end_step(self.config)
@@ -361,29 +357,18 @@ class _Session:
         return events
 
     def _signals(self) -> None:
-        """A signals.jsonl row per active run (training/signals.py): its state now, on the
-        mini-batch of its next iteration (after iteration 0's, where still to be written)."""
-        self._write_first_signals()
+        """A signals.jsonl row per active run (training/signals.py), sent as a "signals" event:
+        its state now, on the mini-batch of its next iteration."""
         for position, run in enumerate(self.runs):
-            if run.active:
-                self._write_signals(run, self.step, self.source.signals(
-                    self.run_state(position), run.graphdef, run.config.run.seed))
-
-    def _write_first_signals(self) -> None:
-        """Iteration 0's rows, once measured (waits for them): before any later row, and before
-        a checkpoint, after which a resume would not measure them again."""
-        for run in self.runs:
-            if run.first_signals is not None:
-                values, run.first_signals = run.first_signals.result(), None
-                self._write_signals(run, 0, values)
-
-    def _write_signals(self, run: _Run, step: int, values: dict[str, Any]) -> None:
-        """A row into signals.jsonl, sent as a "signals" event."""
-        run.signals.append_signals(step, values)
-        weighted, responses = run.layers
-        run.on_event(Event("signals", step, self.total, {
-            "weighted": weighted, "responses": responses,
-            **{name: [float(value) for value in array] for name, array in values.items()}}))
+            if not run.active:
+                continue
+            values = self.source.signals(self.run_state(position), run.graphdef,
+                                         run.config.run.seed)
+            run.signals.append_signals(self.step, values)
+            weighted, responses = run.layers
+            run.on_event(Event("signals", self.step, self.total, {
+                "weighted": weighted, "responses": responses,
+                **{name: [float(value) for value in array] for name, array in values.items()}}))
 
     def _evaluate(self) -> None:
         """An "eval" row per active run, into metrics.jsonl and sent at once."""
@@ -403,7 +388,6 @@ class _Session:
 
     def _checkpoint(self) -> None:
         """An Orbax checkpoint per active run: its state and its HostState."""
-        self._write_first_signals()
         for position, run in enumerate(self.runs):
             if run.active:
                 host = dataclasses.replace(run.host, wall_s=self.wall(run))
@@ -413,7 +397,6 @@ class _Session:
         """Each run's status ("completed" unless it diverged or was interrupted), its
         summary.json and "end" event; one summary per run."""
         writes = jax.process_index() == 0
-        self._write_first_signals()
         results = []
         for run in self.runs:
             if run.active:

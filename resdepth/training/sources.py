@@ -20,7 +20,6 @@ never looks at the images the tables report.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import itertools
 import math
@@ -37,17 +36,6 @@ from resdepth.config import ExperimentConfig
 from resdepth.data.datasets import BatchOrder, InMemoryDataset, load_dataset
 from resdepth.dataset_facts import IN_CHANNELS, NUM_CLASSES
 from resdepth.training.mesh import DATA_AXIS, batch_sharded, host_value, replicated, to_global
-
-
-# Measures a run's first layer signals while its training step compiles (`signals_soon`).
-_BACKGROUND = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="resdepth-signals")
-
-
-def _measured(values: dict[str, np.ndarray]) -> concurrent.futures.Future:
-    """`values` as the finished Future `signals_soon` returns."""
-    done: concurrent.futures.Future = concurrent.futures.Future()
-    done.set_result(values)
-    return done
 
 
 # The held-out images of the device-resident datasets are the last ones of this fixed permutation
@@ -154,18 +142,6 @@ class DeviceResidentSource:
         measured = program(state, self.load(), indices)
         return {name: host_value(values) for name, values in measured.items()}
 
-    def signals_soon(self, state: steps.TrainState, graphdef: Any, seed: int
-                     ) -> concurrent.futures.Future:
-        """`signals` of a copy of `state`, on a background thread: the caller may go on training
-        (and donate `state`). Its first call per net compiles the measurement beside the
-        training step's compile rather than before it (on CPU they share the cores: it shortens
-        the wait, it does not hide the compile). With several processes it is measured now: each
-        must launch its collective programs in the same order."""
-        if jax.process_count() > 1:
-            return _measured(self.signals(state, graphdef, seed))
-        copy = jax.tree.map(lambda leaf: jax.device_put(leaf, leaf.sharding, may_alias=False), state)
-        return _BACKGROUND.submit(self.signals, copy, graphdef, seed)
-
     def evaluate(self, state: steps.TrainState, graphdef: Any) -> dict[str, float]:
         """Test loss and error (fraction) over the whole test split, single original view, of
         a run's state and net; with the plateau schedule also `holdout_loss` and
@@ -256,12 +232,6 @@ class StreamingSource:
             self._next_batch = next(self._batches)
         measured = self._signals_step(state, self._next_batch)
         return {name: host_value(values) for name, values in measured.items()}
-
-    def signals_soon(self, state: steps.TrainState, graphdef: Any, seed: int
-                     ) -> concurrent.futures.Future:
-        """`signals`, measured now (the stream's next batch is taken here, in order; an ImageNet
-        run's compile is short beside its training)."""
-        return _measured(self.signals(state, graphdef, seed))
 
     def evaluate(self, state: steps.TrainState, graphdef: Any = None) -> dict[str, float]:
         """Top-1 and top-5 centre-crop error on the validation split (what most tools report),
