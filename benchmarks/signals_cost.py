@@ -2,19 +2,20 @@
 
 Runs the same `resdepth sweep` in fresh processes, two per round, side by side: as it is, and
 with the training loop's `_signals` (the one place signals are measured, at iteration 0 and at
-every logging row) replaced by a no-op, which leaves exactly the training of before signals
-existed. The order alternates from round to round, so the machine's other load falls on both
-alike. The persistent compilation cache is off (RESDEPTH_COMPILATION_CACHE=0): both pay every
-compile, as a user's first sweep does. The figure is the ratio of the medians of the wall times,
-each the whole command's.
+every logging row) and `_signals_ahead` (which compiles the measurement while the nets
+initialize) replaced by no-ops, which leaves exactly the training of before signals existed.
+The order alternates from round to round, so the machine's other load falls on both alike. The
+persistent compilation cache is off (RESDEPTH_COMPILATION_CACHE=0): both pay every compile, as
+a user's first sweep does. The figure is the ratio of the medians of the wall times, each the
+whole command's.
 
 The default is `make demo`'s grid (plain and residual 20 and 56 on the digits) at the default
 logging interval of the config (`run.log_every_steps` = 100): signals are measured at
 iteration 0 and at every logging row, so `--log-every 10` shows the demo's own setting. The
-measurement's cost is one compile per net (about as long as the training step's) plus one
-forward and backward pass per logging row, so its share falls with the run's length: `--steps`
-lengthens the runs (the sweep scales the learning-rate drops with them), `--depths` and `--arch`
-narrow the grid.
+measurement's cost is one compile per net, about as long as the training step's but made on a
+second thread while the net initializes (training/ahead.py), plus one forward and backward pass
+per logging row, so its share falls with the run's length: `--steps` lengthens the runs (the
+sweep scales the learning-rate drops with them), `--depths` and `--arch` narrow the grid.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ import time
 from pathlib import Path
 
 NO_SIGNALS = ("from resdepth.training import loop; "
-              "loop._Session._signals = lambda self: None; ")
+              "loop._Session._signals = lambda self: None; "
+              "loop._signals_ahead = lambda *arguments: loop.Ahead(lambda: None); ")
 SWEEP = "import sys; from resdepth.cli.app import app; sys.argv[0] = 'resdepth'; app()"
 
 

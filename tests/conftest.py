@@ -7,12 +7,14 @@ data-parallel step, Orbax checkpoints); only the nets and schedules are tiny.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import os
 import shutil
 import tempfile
 import threading
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -87,6 +89,24 @@ def digits_data_dir(tmp_path_factory) -> str:
         load_dataset(config)
 
     return str(built_once(tmp_path_factory, "tfds", prepare))
+
+
+@contextlib.contextmanager
+def lowerings() -> Iterator[list[tuple[str, str]]]:
+    """(program, thread name) for each program JAX lowers inside the block, "jit(name)": a
+    program lowered twice was compiled, or loaded from the cache, twice."""
+    seen: list[tuple[str, str]] = []
+    recording = [True]
+
+    def listener(event: str, duration: float, **details) -> None:
+        if recording[0] and event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            seen.append((details.get("fun_name", ""), threading.current_thread().name))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield seen
+    finally:
+        recording[0] = False  # JAX has no public way to remove a listener
 
 
 def tiny_config(data_dir: str, *overrides: str, depth: int = 8, residual: bool = True,

@@ -11,7 +11,7 @@ import orbax.checkpoint as ocp
 
 from resdepth.rundir.directory import RunDirectory
 
-from resdepth.training import packing, step as steps
+from resdepth.training import packing, signals as measurement, step as steps
 from resdepth.training.packing import states as pack_states_of
 from resdepth.training.packing.steps import make_step
 from resdepth.training.mesh import make_mesh, replicated
@@ -21,7 +21,7 @@ from resdepth.training.sweep import GridPoint, run_sweep
 from resdepth.training.session import train_run, train_runs
 from resdepth.training.step import model_spec
 
-from conftest import stop_at, tiny_config
+from conftest import lowerings, stop_at, tiny_config
 
 WALL_FIELDS = ("images_per_s", "wall_s")
 
@@ -61,8 +61,12 @@ def test_packed_seeds_equal_seeds_trained_alone_and_each_resumes(tmp_path, digit
     # The sweep packs the two seeds of ResNet-8 into one program.
     base = tiny_config(digits_data_dir, "sweep.pack=true", steps=50, name="packed")
     points = [GridPoint("residual", 8, 0), GridPoint("residual", 8, 1)]
-    summaries = run_sweep(base, points, tmp_path, lambda *_: (lambda event: None), threading.Event())
+    measurement._signals_step.cache_clear()  # the alone runs' measurement is not reused
+    with lowerings() as lowered:
+        summaries = run_sweep(base, points, tmp_path, lambda *_: (lambda event: None), threading.Event())
     assert [s["status"] for s in summaries] == ["completed", "completed"]
+    # Each packed run is measured by itself, with the one program compiled while the nets initialized.
+    assert [thread for name, thread in lowered if name == "jit(signals)"] == ["resdepth-signals-compile"]
     assert [s["packed_seeds"] for s in summaries] == [2, 2]
     for config, summary in zip(solo, summaries):
         alone, packed = RunDirectory.of(tmp_path, config).path, tmp_path / "packed" / summary["name"]

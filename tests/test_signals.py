@@ -20,7 +20,7 @@ from resdepth.rundir.directory import RunDirectory
 from resdepth.rundir.record import read_run
 from resdepth.training.session import train_run
 
-from conftest import tiny_config
+from conftest import lowerings, tiny_config
 
 
 # ------------------------------------------------------------------ an independent net
@@ -130,6 +130,21 @@ def test_logged_signals_equal_jax_grad_of_an_independent_net(tmp_path, digits_da
         np.testing.assert_allclose(last[key], values, rtol=1e-5, err_msg=key)
     # A signal that is never measured would be 0 or equal everywhere: these vary by layer.
     assert min(last["response_grad_rms"]) > 0 and len(set(last["response_grad_rms"])) > 10
+
+
+def test_the_measurement_compiles_once_while_the_net_initializes(tmp_path, digits_data_dir):
+    """The loop compiles the signals program on its own thread from the net's shapes alone
+    (training/ahead.py); the run's measurements then use that program and never compile one."""
+    from resdepth.training import signals as measurement
+
+    measurement._signals_step.cache_clear()  # a new function: this net has not been lowered
+    config = tiny_config(digits_data_dir, depth=8, residual=False, steps=10, name="ahead")
+    run_dir = RunDirectory.of(tmp_path, config).path
+    with lowerings() as lowered:
+        assert train_run(config, run_dir, stop=threading.Event())["status"] == "completed"
+    assert [thread for name, thread in lowered if name == "jit(signals)"] == [
+        "resdepth-signals-compile"]
+    assert [row["step"] for row in signal_rows(run_dir)[1:]] == [0, 5, 10]
 
 
 def test_a_missing_or_damaged_signals_file_is_said_once_and_never_crashes(tmp_path, digits_data_dir, caplog):

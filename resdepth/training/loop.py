@@ -11,7 +11,8 @@ It never prints: progress goes to `on_event` as `Event`s, which the CLI renders.
 each of them together):
 
   _open_session      data, models, and each state restored from its newest readable checkpoint
-                     (runs saved at different iterations fall back to training one at a time)
+                     (runs saved at different iterations fall back to training one at a time);
+                     each net's signals measurement compiles meanwhile (`_signals_ahead`)
   _Session.start     the metrics after the checkpoint dropped, "start" events, warm-up bookkeeping,
                      the layer signals of iteration 0 (training/signals.py)
   _Session.train     the iterations; after each call, where their intervals fall:
@@ -40,13 +41,14 @@ from resdepth.errors import InvalidChoice
 from resdepth.rundir.checkpoints import Checkpointer, abstract_like
 from resdepth.models.complexity import count_params
 from resdepth.config import ExperimentConfig
-from resdepth.models.network import build_model
+from resdepth.models.network import ModelSpec, abstract_model, build_model
 from resdepth.rundir.directory import RunDirectory
 from resdepth.rundir.identity import fingerprint
 from resdepth.rundir.metrics import MetricsLog
 from resdepth.rundir.signals import SignalsLog
 from resdepth.rundir.summary import Summary
 from resdepth.training import step as steps
+from resdepth.training.ahead import Ahead
 from resdepth.training.signals import layer_names
 from resdepth.training.events import Event, EventSink
 from resdepth.training.mesh import make_mesh
@@ -183,9 +185,10 @@ def _open_session(runs: list[_Run], make_trainer: TrainerFactory,
     trainer = make_trainer([run.config for run in runs], mesh, backend)
     source = make_source(config, mesh, backend)
     writes = jax.process_index() == 0
+    specs = [steps.model_spec(run.config, source.num_classes, backend) for run in runs]
+    ahead = _signals_ahead(runs, specs, source, mesh)
     states = []
-    for run in runs:
-        spec = steps.model_spec(run.config, source.num_classes, backend)
+    for run, spec in zip(runs, specs):
         model = build_model(spec, run.config.run.seed, in_channels=source.in_channels)
         run.params = count_params(model)
         run.graphdef, state = steps.init_state(run.config, model, mesh)
@@ -198,11 +201,27 @@ def _open_session(runs: list[_Run], make_trainer: TrainerFactory,
         states.append(_restore(run, state))
     start_steps = {int(trainer.values(state, "step")[0]) for state in states}
     if len(start_steps) > 1:
+        ahead.wait()
         for run in runs:
             run.checkpointer.close()
         return None
     (start_step,) = start_steps
-    return _Session(runs, config, mesh, source, trainer, trainer.join(states), start_step)
+    return _Session(runs, config, mesh, source, trainer, trainer.join(states), start_step,
+                    signals_compiled=ahead)
+
+
+def _signals_ahead(runs: list[_Run], specs: list[ModelSpec], source: Any, mesh: Any) -> Ahead:
+    """Compiles the signals measurement of each distinct net of the session on a background
+    thread (training/ahead.py), from the nets' shapes alone, while `_open_session` initializes
+    them: `_Session._signals` waits for it before its first measurement."""
+    nets = {spec: run.config for run, spec in zip(runs, specs)}
+
+    def compile_all() -> None:
+        for spec, config in nets.items():
+            model = abstract_model(spec, source.in_channels)
+            source.compile_signals(*steps.abstract_state(config, model, mesh))
+
+    return Ahead(compile_all, name="resdepth-signals-compile")
 
 
 def _restore(run: _Run, fresh: steps.TrainState) -> steps.TrainState:
@@ -234,6 +253,7 @@ class _Session:
     interval_start: float = 0.0  # ... and when the current logging interval began
     per_call: int = 1
     warmup_cap: int = 0
+    signals_compiled: Ahead | None = None  # `_signals_ahead`'s compile, until `_signals` waits
 
     @property
     def total(self) -> int:
@@ -359,6 +379,9 @@ class _Session:
     def _signals(self) -> None:
         """A signals.jsonl row per active run (training/signals.py), sent as a "signals" event:
         its state now, on the mini-batch of its next iteration."""
+        if self.signals_compiled is not None:
+            self.signals_compiled.wait()
+            self.signals_compiled = None
         for position, run in enumerate(self.runs):
             if not run.active:
                 continue

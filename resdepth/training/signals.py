@@ -144,9 +144,13 @@ def _signals_step(graphdef: Any, mesh: Mesh, augmentation: Augmentation
     return jax.jit(signals)
 
 
+@functools.lru_cache(maxsize=16)
 def make_batch_signals_step(graphdef: Any
                             ) -> Callable[[TrainState, dict[str, jax.Array]], dict[str, jax.Array]]:
     """Jitted (state, {"images", "labels"}) -> `layer_signals`, for a batch prepared on the
-    host (ImageNet's tf.data)."""
-    return jax.jit(lambda state, batch: layer_signals(graphdef, state.params, state.batch_stats,
-                                                      batch["images"], batch["labels"]))
+    host (ImageNet's tf.data); one function per net in a process, like `make_signals_step`."""
+    def batch_signals(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        return layer_signals(graphdef, state.params, state.batch_stats, batch["images"],
+                             batch["labels"])
+
+    return jax.jit(batch_signals)

@@ -8,7 +8,9 @@
 Both offer `compile(graphdef, start_step)`, `train_steps(state, step, count) -> state`,
 `evaluate(state, graphdef) -> dict` and `signals(state, graphdef, seed) -> dict` (the layer
 signals of training/signals.py on the batch the next iteration trains on) for a run
-(training/trainer.py), and both are functions of
+(training/trainer.py), with `compile_signals(graphdef, abstract_state)` to compile that
+measurement before the run's net exists (training/loop.py does it while the net initializes),
+and both are functions of
 (seed, step) alone, so runs resume exactly. The device-resident source also gives any seed's
 batch indices, which a pack of runs (training/packing/) trains on together.
 
@@ -142,6 +144,18 @@ class DeviceResidentSource:
         measured = program(state, self.load(), indices)
         return {name: host_value(values) for name, values in measured.items()}
 
+    def compile_signals(self, graphdef: Any, state: steps.TrainState) -> None:
+        """Compiles `signals`' program for a net and a state of jax.ShapeDtypeStruct
+        (step.abstract_state); the program's jit cache keeps it for the calls."""
+        everywhere = replicated(self.mesh)
+        data = steps.DeviceDataset(*(
+            jax.ShapeDtypeStruct(array.shape, array.dtype, sharding=everywhere)
+            for array in (self.data.train_images, self.data.train_labels, self.data.mean_image)))
+        indices = self.on_devices(self.batch_indices(self.config.run.seed, 0))
+        program = layer_signals.make_signals_step(self.config, graphdef, self.mesh)
+        program.lower(state, data, jax.ShapeDtypeStruct(indices.shape, indices.dtype,
+                                                        sharding=indices.sharding)).compile()
+
     def evaluate(self, state: steps.TrainState, graphdef: Any) -> dict[str, float]:
         """Test loss and error (fraction) over the whole test split, single original view, of
         a run's state and net; with the plateau schedule also `holdout_loss` and
@@ -232,6 +246,17 @@ class StreamingSource:
             self._next_batch = next(self._batches)
         measured = self._signals_step(state, self._next_batch)
         return {name: host_value(values) for name, values in measured.items()}
+
+    def compile_signals(self, graphdef: Any, state: steps.TrainState) -> None:
+        """Compiles `signals`' program for a net and a state of jax.ShapeDtypeStruct
+        (step.abstract_state), for the global batches train_batches yields; the program's jit
+        cache keeps it for the calls."""
+        batch, size = self.config.optim.batch_size, self.config.data.image_size
+        sharding = batch_sharded(self.mesh)
+        layer_signals.make_batch_signals_step(graphdef).lower(state, {
+            "images": jax.ShapeDtypeStruct((batch, size, size, self.in_channels), np.float32,
+                                           sharding=sharding),
+            "labels": jax.ShapeDtypeStruct((batch,), np.int32, sharding=sharding)}).compile()
 
     def evaluate(self, state: steps.TrainState, graphdef: Any = None) -> dict[str, float]:
         """Top-1 and top-5 centre-crop error on the validation split (what most tools report),

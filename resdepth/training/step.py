@@ -107,7 +107,25 @@ def warmup_cap_reason(config: ExperimentConfig) -> str:
 def init_state(config: ExperimentConfig, model: nnx.Module, mesh: Mesh) -> tuple[Any, TrainState]:
     """(graphdef, replicated TrainState) for a freshly initialized model."""
     graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-    state = TrainState(
+    return graphdef, jax.device_put(_fresh_state(config, params, batch_stats, mesh),
+                                    replicated(mesh))
+
+
+def abstract_state(config: ExperimentConfig, model: nnx.Module, mesh: Mesh
+                   ) -> tuple[Any, TrainState]:
+    """`init_state`'s (graphdef, state) for an abstract model (network.abstract_model), the
+    state's leaves jax.ShapeDtypeStruct with their replicated sharding: what a program taking
+    the state can be compiled for before the net is initialized."""
+    graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+    shapes = jax.eval_shape(lambda p, b: _fresh_state(config, p, b, mesh), params, batch_stats)
+    everywhere = replicated(mesh)
+    return graphdef, jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=everywhere,
+                                          weak_type=leaf.weak_type), shapes)
+
+
+def _fresh_state(config: ExperimentConfig, params: Any, batch_stats: Any, mesh: Mesh) -> TrainState:
+    return TrainState(
         params=params, batch_stats=batch_stats,
         opt_state=make_optimizer(config).init(params),
         step=jnp.int32(0),
@@ -116,7 +134,6 @@ def init_state(config: ExperimentConfig, model: nnx.Module, mesh: Mesh) -> tuple
         lr_scale=jnp.float32(1.0),
         **fresh_interval_sums(mesh),
     )
-    return graphdef, jax.device_put(state, replicated(mesh))
 
 
 def fresh_interval_sums(mesh: Mesh) -> dict[str, jax.Array]:
