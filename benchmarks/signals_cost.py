@@ -7,7 +7,11 @@ initialize) replaced by no-ops, which leaves exactly the training of before sign
 The order alternates from round to round, so the machine's other load falls on both alike. The
 persistent compilation cache is off (RESDEPTH_COMPILATION_CACHE=0): both pay every compile, as
 a user's first sweep does. The figure is the ratio of the medians of the wall times, each the
-whole command's.
+whole command's. Each sweep also reports the seconds it spent in the loop's phases, summed over
+its runs (opening the runs, initializing the nets, waiting for the measurement's compile,
+measuring, training), and the end their medians: where a difference comes from. `--in-order`
+adds a third variant, signals whose program compiles at the first row on the main thread as it
+did before the loop compiled it ahead.
 
 The default is `make demo`'s grid (plain and residual 20 and 56 on the digits) at the default
 logging interval of the config (`run.log_every_steps` = 100): signals are measured at
@@ -21,6 +25,7 @@ sweep scales the learning-rate drops with them), `--depths` and `--arch` narrow 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -32,24 +37,60 @@ from pathlib import Path
 NO_SIGNALS = ("from resdepth.training import loop; "
               "loop._Session._signals = lambda self: None; "
               "loop._signals_ahead = lambda *arguments: loop.Ahead(lambda: None); ")
+# The measurement as before training/ahead.py: its program compiles at the first row.
+IN_ORDER = ("from resdepth.training import loop; "
+            "loop._signals_ahead = lambda *arguments: loop.Ahead(lambda: None); ")
 SWEEP = "import sys; from resdepth.cli.app import app; sys.argv[0] = 'resdepth'; app()"
+# Seconds the sweep spends in the loop's phases, summed over its runs, written as JSON to the
+# file PHASES_FILE names when the process exits. "training" includes the rows written during it
+# (and waits for the iterations dispatched before them); "opening" includes "initializing".
+PHASES_FILE = "RESDEPTH_BENCHMARK_PHASES"
+PHASES = """
+import atexit, functools, json, os, time
+from resdepth.training import loop
+_phases = {}
+def _timed(owner, name, label):
+    function = getattr(owner, name)
+    @functools.wraps(function)
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _phases[label] = _phases.get(label, 0.0) + time.perf_counter() - start
+    setattr(owner, name, timed)
+for _owner, _name, _label in (
+        (loop, "_open_session", "opening"), (loop, "build_model", "initializing"),
+        (loop.Ahead, "wait", "waiting for the compile"), (loop._Session, "_signals", "signals rows"),
+        (loop._Session, "train", "training")):
+    _timed(_owner, _name, _label)
+atexit.register(lambda: open(os.environ["RESDEPTH_BENCHMARK_PHASES"], "w").write(json.dumps(_phases)))
+"""
 
 
-def timed_sweep(signals: bool, arguments: list[str]) -> float:
-    """Seconds of one sweep in a fresh process, into a folder of its own."""
+# What each variant runs before the sweep, and whether its runs measure signals.
+VARIANTS = {"without signals": (NO_SIGNALS, False), "with signals": ("", True),
+            "in order": (IN_ORDER, True)}
+
+
+def timed_sweep(variant: str, arguments: list[str]) -> tuple[float, dict[str, float]]:
+    """(seconds, seconds by phase) of one sweep in a fresh process, into a folder of its own."""
+    prelude, signals = VARIANTS[variant]
     with tempfile.TemporaryDirectory(prefix="resdepth-signals-cost-") as out:
-        code = ("" if signals else NO_SIGNALS) + SWEEP
-        env = {**os.environ, "RESDEPTH_COMPILATION_CACHE": "0"}
+        code = prelude + PHASES + SWEEP
+        phases_file = Path(out) / "phases.json"
+        env = {**os.environ, "RESDEPTH_COMPILATION_CACHE": "0", PHASES_FILE: str(phases_file)}
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", code, "sweep", *arguments, "--out", out],
                        check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         elapsed = time.perf_counter() - start
-        # Both write signals.jsonl's "layers" row at the start; only one measures.
+        phases = json.loads(phases_file.read_text())
+        # Every variant writes signals.jsonl's "layers" row at the start; not all measure.
         measured = [path for path in Path(out).glob("*/*/signals.jsonl")
                     if '"type": "signals"' in path.read_text()]
         if signals != bool(measured):
-            raise SystemExit(f"signals={signals} but {len(measured)} runs measured signals")
-        return elapsed
+            raise SystemExit(f"{variant}: {len(measured)} runs measured signals")
+        return elapsed, phases
 
 
 def main() -> None:
@@ -60,24 +101,37 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=0, help="iterations per run (0: the experiment's)")
     parser.add_argument("--depths", default="", help="the sweep's --depths (default: the experiment's)")
     parser.add_argument("--arch", default="", help="the sweep's --arch (default: the experiment's)")
+    parser.add_argument("--in-order", action="store_true",
+                        help="also a third variant: signals whose program compiles at the first "
+                             "row instead of while the nets initialize")
     args = parser.parse_args()
     arguments = ["--experiment", args.experiment, "--set", f"run.log_every_steps={args.log_every}"]
     for option, value in (("--steps", args.steps), ("--depths", args.depths), ("--arch", args.arch)):
         if value:
             arguments += [option, str(value)]
+    variants = list(VARIANTS) if args.in_order else list(VARIANTS)[:2]
     print(f"sweep {' '.join(arguments)}; compilation cache off; {args.rounds} rounds", flush=True)
-    times: dict[bool, list[float]] = {True: [], False: []}
+    times: dict[str, list[float]] = {variant: [] for variant in variants}
+    phases: dict[str, list[dict[str, float]]] = {variant: [] for variant in variants}
     for round_number in range(args.rounds):
-        order = (False, True) if round_number % 2 == 0 else (True, False)
-        for signals in order:
+        for variant in variants if round_number % 2 == 0 else variants[::-1]:
             load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
-            seconds = timed_sweep(signals, arguments)
-            times[signals].append(seconds)
-            print(f"round {round_number + 1} {'with' if signals else 'without'} signals: "
-                  f"{seconds:.1f} s (load average before: {load})", flush=True)
-    with_signals, without = statistics.median(times[True]), statistics.median(times[False])
-    print(f"median: {with_signals:.1f} s with signals, {without:.1f} s without: "
-          f"{with_signals / without:.3f}x ({(with_signals / without - 1) * 100:+.1f}%)")
+            seconds, parts = timed_sweep(variant, arguments)
+            times[variant].append(seconds)
+            phases[variant].append(parts)
+            print(f"round {round_number + 1} {variant}: {seconds:.1f} s (load average before: "
+                  f"{load}); " + ", ".join(f"{name} {value:.1f} s" for name, value in parts.items()),
+                  flush=True)
+    without = statistics.median(times[variants[0]])
+    for variant in variants:
+        median = statistics.median(times[variant])
+        print(f"median {variant}: {median:.1f} s, {median / without:.3f}x "
+              f"({(median / without - 1) * 100:+.1f}%)")
+    names = dict.fromkeys(name for rounds in phases.values() for parts in rounds for name in parts)
+    for name in names:
+        print(f"  {name}: median " + ", ".join(
+            f"{statistics.median(parts.get(name, 0.0) for parts in phases[variant]):.1f} s {variant}"
+            for variant in variants))
 
 
 if __name__ == "__main__":
