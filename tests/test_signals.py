@@ -147,6 +147,21 @@ def test_the_measurement_compiles_once_while_the_net_initializes(tmp_path, digit
     assert [row["step"] for row in signal_rows(run_dir)[1:]] == [0, 5, 10]
 
 
+def test_work_done_ahead_raises_its_error_where_it_is_waited_for_once():
+    from resdepth.training.ahead import Ahead
+
+    def fails():
+        raise ValueError("compile failed")
+
+    ahead = Ahead(fails)
+    with pytest.raises(ValueError, match="compile failed"):
+        ahead.wait()
+    ahead.wait()  # said once: a second wait returns
+    done = []
+    Ahead(lambda: done.append(threading.current_thread().name), name="helper").wait()
+    assert done == ["helper"]
+
+
 def test_a_missing_or_damaged_signals_file_is_said_once_and_never_crashes(tmp_path, digits_data_dir, caplog):
     config = tiny_config(digits_data_dir, steps=10, name="files")
     run_dir = RunDirectory.of(tmp_path, config).path
