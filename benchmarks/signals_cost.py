@@ -34,12 +34,10 @@ import tempfile
 import time
 from pathlib import Path
 
-NO_SIGNALS = ("from resdepth.training import loop; "
-              "loop._Session._signals = lambda self: None; "
-              "loop._signals_ahead = lambda *arguments: loop.Ahead(lambda: None); ")
 # The measurement as before training/ahead.py: its program compiles at the first row.
 IN_ORDER = ("from resdepth.training import loop; "
             "loop._signals_ahead = lambda *arguments: loop.Ahead(lambda: None); ")
+NO_SIGNALS = IN_ORDER + "loop._Session._signals = lambda self: None; "
 SWEEP = "import sys; from resdepth.cli.app import app; sys.argv[0] = 'resdepth'; app()"
 # Seconds the sweep spends in the loop's phases, summed over its runs, written as JSON to the
 # file PHASES_FILE names when the process exits. "training" includes the rows written during it
@@ -64,7 +62,8 @@ for _owner, _name, _label in (
         (loop.Ahead, "wait", "waiting for the compile"), (loop._Session, "_signals", "signals rows"),
         (loop._Session, "train", "training")):
     _timed(_owner, _name, _label)
-atexit.register(lambda: open(os.environ["RESDEPTH_BENCHMARK_PHASES"], "w").write(json.dumps(_phases)))
+""" + f"""
+atexit.register(lambda: open(os.environ[{PHASES_FILE!r}], "w").write(json.dumps(_phases)))
 """
 
 

@@ -253,7 +253,7 @@ class _Session:
     interval_start: float = 0.0  # ... and when the current logging interval began
     per_call: int = 1
     warmup_cap: int = 0
-    signals_compiled: Ahead | None = None  # `_signals_ahead`'s compile, until `_signals` waits
+    signals_compiled: Ahead | None = None  # `_signals_ahead`'s compile, which `_signals` waits for
 
     @property
     def total(self) -> int:
@@ -380,8 +380,7 @@ class _Session:
         """A signals.jsonl row per active run (training/signals.py), sent as a "signals" event:
         its state now, on the mini-batch of its next iteration."""
         if self.signals_compiled is not None:
-            self.signals_compiled.wait()
-            self.signals_compiled = None
+            self.signals_compiled.wait()  # returns at once after the first time
         for position, run in enumerate(self.runs):
             if not run.active:
                 continue
