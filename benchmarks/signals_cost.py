@@ -20,6 +20,9 @@ measurement's cost is one compile per net, about as long as the training step's 
 second thread while the net initializes (training/ahead.py), plus one forward and backward pass
 per logging row, so its share falls with the run's length: `--steps` lengthens the runs (the
 sweep scales the learning-rate drops with them), `--depths` and `--arch` narrow the grid.
+`--experiment cifar10 --mock-examples 2560 --steps 300` times the study's own sweep (CIFAR-10's
+nets, batch and augmentation, its logging interval) on random images of CIFAR-10's shapes,
+shortened: the fixed cost weighs more in it than in the 64,000 iterations of a real run.
 """
 
 from __future__ import annotations
@@ -67,14 +70,31 @@ atexit.register(lambda: open(os.environ[{PHASES_FILE!r}], "w").write(json.dumps(
 """
 
 
+# With --mock-examples: the experiment's TFDS dataset served by tfds.testing.mock_data, random
+# examples of its real shapes, through the loader users run (CIFAR-10 cannot be downloaded
+# here). The context stays entered for the process: a reference keeps the generator behind it
+# from being collected, which would undo its patches.
+MOCK_DATA = """
+import tensorflow_datasets as tfds
+from resdepth.data import datasets
+datasets.check_download_reachable = lambda *arguments, **keywords: None  # nothing to download
+_mock_data = tfds.testing.mock_data(num_examples={examples})
+_mock_data.__enter__()
+"""
+
+
 # What each variant runs before the sweep, and whether its runs measure signals.
 VARIANTS = {"without signals": (NO_SIGNALS, False), "with signals": ("", True),
             "in order": (IN_ORDER, True)}
 
 
-def timed_sweep(variant: str, arguments: list[str]) -> tuple[float, dict[str, float]]:
-    """(seconds, seconds by phase) of one sweep in a fresh process, into a folder of its own."""
+def timed_sweep(variant: str, arguments: list[str], mock_examples: int = 0
+                ) -> tuple[float, dict[str, float]]:
+    """(seconds, seconds by phase) of one sweep in a fresh process, into a folder of its own;
+    `mock_examples` > 0: on that many mock examples per split (MOCK_DATA)."""
     prelude, signals = VARIANTS[variant]
+    if mock_examples:
+        prelude = MOCK_DATA.format(examples=mock_examples) + prelude
     with tempfile.TemporaryDirectory(prefix="resdepth-signals-cost-") as out:
         code = prelude + PHASES + SWEEP
         phases_file = Path(out) / "phases.json"
@@ -100,6 +120,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=0, help="iterations per run (0: the experiment's)")
     parser.add_argument("--depths", default="", help="the sweep's --depths (default: the experiment's)")
     parser.add_argument("--arch", default="", help="the sweep's --arch (default: the experiment's)")
+    parser.add_argument("--mock-examples", type=int, default=0,
+                        help="serve the experiment's dataset from tfds.testing.mock_data with "
+                             "this many random examples per split (CIFAR-10 offline)")
     parser.add_argument("--in-order", action="store_true",
                         help="also a third variant: signals whose program compiles at the first "
                              "row instead of while the nets initialize")
@@ -109,13 +132,15 @@ def main() -> None:
         if value:
             arguments += [option, str(value)]
     variants = list(VARIANTS) if args.in_order else list(VARIANTS)[:2]
-    print(f"sweep {' '.join(arguments)}; compilation cache off; {args.rounds} rounds", flush=True)
+    data = f"; {args.mock_examples} mock examples per split" if args.mock_examples else ""
+    print(f"sweep {' '.join(arguments)}; compilation cache off; {args.rounds} rounds{data}",
+          flush=True)
     times: dict[str, list[float]] = {variant: [] for variant in variants}
     phases: dict[str, list[dict[str, float]]] = {variant: [] for variant in variants}
     for round_number in range(args.rounds):
         for variant in variants if round_number % 2 == 0 else variants[::-1]:
             load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
-            seconds, parts = timed_sweep(variant, arguments)
+            seconds, parts = timed_sweep(variant, arguments, args.mock_examples)
             times[variant].append(seconds)
             phases[variant].append(parts)
             print(f"round {round_number + 1} {variant}: {seconds:.1f} s (load average before: "
