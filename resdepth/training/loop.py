@@ -201,9 +201,9 @@ def _open_session(runs: list[_Run], make_trainer: TrainerFactory,
         states.append(_restore(run, state))
     start_steps = {int(trainer.values(state, "step")[0]) for state in states}
     if len(start_steps) > 1:
-        ahead.wait()
         for run in runs:
             run.checkpointer.close()
+        ahead.wait()  # after the closes: a failed compile must not leave a checkpointer open
         return None
     (start_step,) = start_steps
     return _Session(runs, config, mesh, source, trainer, trainer.join(states), start_step,
