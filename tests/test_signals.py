@@ -4,6 +4,7 @@ numbers against an independent net differentiated with jax.grad, and the file's 
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 
 import jax
@@ -18,9 +19,10 @@ from resdepth.data.datasets import BatchOrder, load_dataset
 from resdepth.evaluate.trained import load_trained_run
 from resdepth.rundir.directory import RunDirectory
 from resdepth.rundir.record import read_run
+from resdepth.training.mesh import make_mesh
 from resdepth.training.session import train_run
 
-from conftest import lowerings, tiny_config
+from conftest import tiny_config
 
 
 # ------------------------------------------------------------------ an independent net
@@ -104,21 +106,24 @@ def signal_rows(run_dir):
 
 @pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
 def test_logged_signals_equal_jax_grad_of_an_independent_net(tmp_path, digits_data_dir, residual):
-    # Depth 14: every stage has a scanned block. Rows at iterations 0, 5 and 10.
-    config = tiny_config(digits_data_dir, depth=14, residual=residual, steps=10, name="signals")
+    # Depth 14: every stage has a scanned block. Rows of iterations 1, 5 and 10; checkpoints
+    # after iterations 9 and 10.
+    config = tiny_config(digits_data_dir, "run.checkpoint_every_steps=9", depth=14,
+                         residual=residual, steps=10, name="signals")
     run_dir = RunDirectory.of(tmp_path, config).path
     assert train_run(config, run_dir, stop=threading.Event())["status"] == "completed"
     rows = signal_rows(run_dir)
     assert [row["type"] for row in rows] == ["layers", "signals", "signals", "signals"]
-    assert [row["step"] for row in rows[1:]] == [0, 5, 10]
+    assert [row["step"] for row in rows[1:]] == [1, 5, 10]
 
-    # The last row: the state after 10 iterations (the last checkpoint), on iteration 11's batch.
+    # The last row: iteration 10's, on its batch and the state before its update (checkpoint 9).
+    shutil.rmtree(run_dir / "checkpoints" / "10")
     data = load_dataset(config.data)
     trained = load_trained_run(run_dir, data.num_classes, data.train_images.shape[-1])
-    assert trained.step == 10
-    indices = BatchOrder(config.run.seed, len(data.train_images), config.optim.batch_size).indices(10)
+    assert trained.step == 9
+    indices = BatchOrder(config.run.seed, len(data.train_images), config.optim.batch_size).indices(9)
     images = normalize(data.train_images[indices], data.mean_image)
-    key = jax.random.fold_in(jax.random.wrap_key_data(trained.state.rng), 10)
+    key = jax.random.fold_in(jax.random.wrap_key_data(trained.state.rng), 9)
     images = random_crop_flip(key, images, config.data.pad_pixels, config.data.random_flip)[0]
     labels = jnp.asarray(data.train_labels[indices])
     expected = reference_signals(trained.state.params.to_pure_dict(), images, labels, residual)
@@ -132,34 +137,41 @@ def test_logged_signals_equal_jax_grad_of_an_independent_net(tmp_path, digits_da
     assert min(last["response_grad_rms"]) > 0 and len(set(last["response_grad_rms"])) > 10
 
 
-def test_the_measurement_compiles_once_while_the_net_initializes(tmp_path, digits_data_dir):
-    """The loop compiles the signals program on its own thread from the net's shapes alone
-    (training/ahead.py); the run's measurements then use that program and never compile one."""
-    from resdepth.training import signals as measurement
+def test_iterations_that_record_signals():
+    """The first iteration, each logging row's and the last, and a call's flags follow them."""
+    from resdepth.training.signals import measured, measured_steps
 
-    measurement._signals_step.cache_clear()  # a new function: this net has not been lowered
-    config = tiny_config(digits_data_dir, depth=8, residual=False, steps=10, name="ahead")
-    run_dir = RunDirectory.of(tmp_path, config).path
-    with lowerings() as lowered:
-        assert train_run(config, run_dir, stop=threading.Event())["status"] == "completed"
-    assert [thread for name, thread in lowered if name == "jit(signals)"] == [
-        "resdepth-signals-compile"]
-    assert [row["step"] for row in signal_rows(run_dir)[1:]] == [0, 5, 10]
+    assert [step for step in range(1, 24) if measured(step, 5, 23)] == [1, 5, 10, 15, 20, 23]
+    config = tiny_config("unused", steps=23)  # log every 5
+    assert measured_steps(config, 0, 1) == [True]
+    assert measured_steps(config, 1, 4) == [False, False, False, True]
+    assert measured_steps(config, 20, 3) == [False, False, True]
 
 
-def test_work_done_ahead_raises_its_error_where_it_is_waited_for_once():
-    from resdepth.training.ahead import Ahead
+def test_a_step_that_does_not_measure_trains_exactly_as_one_that_does(digits_data_dir):
+    """The taps leave training alone: the same state whether an iteration measures or not,
+    and zeros for the signals of one that does not."""
+    from resdepth.data.datasets import load_dataset as load
+    from resdepth.models.network import build_model
+    from resdepth.training import step as steps
+    from resdepth.training.mesh import make_mesh
+    from resdepth.training.sources import DeviceResidentSource
 
-    def fails():
-        raise ValueError("compile failed")
-
-    ahead = Ahead(fails)
-    with pytest.raises(ValueError, match="compile failed"):
-        ahead.wait()
-    ahead.wait()  # said once: a second wait returns
-    done = []
-    Ahead(lambda: done.append(threading.current_thread().name), name="helper").wait()
-    assert done == ["helper"]
+    config = tiny_config(digits_data_dir, depth=8, residual=False, steps=10)
+    mesh = make_mesh()
+    source = DeviceResidentSource(config, mesh, load(config.data))
+    model = build_model(steps.model_spec(config, source.num_classes), 0, source.in_channels)
+    graphdef, fresh = steps.init_state(config, model, mesh)
+    data, indices = source.load(), source.on_devices(source.batch_indices(0, 0))
+    program = steps.make_train_step(config, graphdef, mesh)
+    copy = lambda state: jax.tree.map(jnp.copy, state)  # noqa: E731  (the step donates it)
+    measured_state, signals = program(copy(fresh), data, indices, jnp.bool_(True))
+    plain_state, zeros = program(copy(fresh), data, indices, jnp.bool_(False))
+    for a, b in zip(jax.tree.leaves(measured_state), jax.tree.leaves(plain_state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for name, values in signals.items():
+        assert values.shape == zeros[name].shape and values.shape[0] == 1
+        assert np.all(np.asarray(values) > 0) and not np.any(np.asarray(zeros[name])), name
 
 
 def test_a_missing_or_damaged_signals_file_is_said_once_and_never_crashes(tmp_path, digits_data_dir, caplog):
@@ -167,7 +179,7 @@ def test_a_missing_or_damaged_signals_file_is_said_once_and_never_crashes(tmp_pa
     run_dir = RunDirectory.of(tmp_path, config).path
     train_run(config, run_dir, stop=threading.Event())
     signals = read_run(run_dir).signals
-    assert signals.steps == (0, 5, 10) and len(signals.response_grad_rms[0]) == len(signals.responses)
+    assert signals.steps == (1, 5, 10) and len(signals.response_grad_rms[0]) == len(signals.responses)
     assert signals.backward_ratio(0) == min(signals.response_grad_rms[0]) / max(signals.response_grad_rms[0])
 
     path = run_dir / "signals.jsonl"
@@ -188,18 +200,15 @@ def test_a_missing_or_damaged_signals_file_is_said_once_and_never_crashes(tmp_pa
     assert record.signals is None and not caplog.records
 
 
-def test_a_streamed_batch_measured_for_signals_is_the_one_the_next_iteration_trains_on():
-    """ImageNet's tf.data stream: `signals` takes the next batch ahead of time and the next
-    iteration trains on that same batch, so measuring never skips or reorders a batch."""
+def test_a_streamed_source_measures_the_iterations_that_record_signals():
+    """ImageNet's tf.data stream: one call per iteration, each told whether it measures, the
+    signals stacked in the order trained."""
     from resdepth.training.sources import StreamingSource
 
     source = object.__new__(StreamingSource)  # only the stream's bookkeeping, no ImageNet
-    source._batches, source._next_batch = iter(["batch 0", "batch 1", "batch 2"]), None
-    source._signals_step = lambda state, batch: {"measured": np.array([len(state), int(batch[-1])])}
-    source._train_step = lambda state, batch: state + [batch]
-    assert source.signals([], None, 0)["measured"].tolist() == [0, 0]
-    assert source.signals([], None, 0)["measured"].tolist() == [0, 0]  # asked twice: still batch 0
-    trained = source.train_steps([], 0, count=2)
-    assert trained == ["batch 0", "batch 1"]
-    assert source.signals(trained, None, 0)["measured"].tolist() == [2, 2]
-    assert source.train_steps(trained, 2, count=1) == ["batch 0", "batch 1", "batch 2"]
+    source.config, source.mesh = tiny_config("unused", steps=23), make_mesh()  # log every 5
+    source._batches = iter(range(100))
+    source._train_step = lambda state, batch, measuring: (
+        state + [batch], {"measured": jnp.where(measuring, jnp.float32(batch), 0.0)})
+    trained, signals = source.train_steps([], 3, count=3)  # iterations 4, 5 and 6
+    assert trained == [0, 1, 2] and signals["measured"].tolist() == [0.0, 1.0, 0.0]

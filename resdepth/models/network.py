@@ -30,6 +30,7 @@ from resdepth.dataset_facts import BlockKind
 from resdepth.choices import COMPUTE_DTYPES
 from resdepth.models.architectures import StagePlan, stage_plan
 from resdepth.models.cpu_conv import KEEP_CONV_OUTPUTS, conv_function, cpu_conv
+from resdepth.models.observe import observe
 from resdepth.runtime.backend import current_backend
 
 Shortcut = Literal["A", "B", "C"]  # choices.SHORTCUTS, as a type
@@ -236,9 +237,9 @@ class Block(nnx.Module):
 
     `__call__` maps (batch, H, W, in_features) to (batch, H/stride, W/stride, out_features) and
     also returns the moments of each 3x3 conv's BN output, shape (number of 3x3 convs, 2).
-    `probes`, (number of 3x3 convs, batch, H/stride, W/stride, width), are added to those
-    outputs: zeros whose gradient is the loss's gradient with respect to each response
-    (training/signals.py).
+    With `sinks`, (number of 3x3 convs, lanes), each of those outputs is tapped instead
+    (models/observe.py): the moments are per lane, (number of 3x3 convs, lanes, 2), and zeros
+    on iterations that are not measured (training/signals.py).
     `lanes`: per lane whether it is residual, for S nets side by side (Lanes); None: one net.
     """
 
@@ -279,15 +280,17 @@ class Block(nnx.Module):
         self.projection = (ConvBN(in_features, self.out_features, 1, stride, dtype, **norm)
                            if project else None)
 
-    def __call__(self, x: jax.Array, train: bool, probes: jax.Array | None = None
+    def __call__(self, x: jax.Array, train: bool, sinks: jax.Array | None = None
                  ) -> tuple[jax.Array, jax.Array]:
         y, moments = x, []
         for index, layer in enumerate(self.layers):
             y = layer(y, train)
             if index in self.response_layers:
-                if probes is not None:
-                    y = y + probes[len(moments)]
-                moments.append(response_moments(y))
+                if sinks is None:
+                    moments.append(response_moments(y))
+                else:
+                    y, observed = observe(y, sinks[len(moments)])
+                    moments.append(observed)
             if index < len(self.layers) - 1:
                 y = nnx.relu(y)
         if self.residual:
@@ -336,28 +339,29 @@ class Stage(nnx.Module):
 
         self.repeated = make_blocks(rngs)
 
-    def __call__(self, x: jax.Array, train: bool, probes: jax.Array | None = None
+    def __call__(self, x: jax.Array, train: bool, sinks: jax.Array | None = None
                  ) -> tuple[jax.Array, jax.Array]:
         """Returns the stage output and the 3x3 response moments, shape (blocks, convs, 2);
-        `probes` (blocks, convs, batch, H, W, width) are added to the responses (Block)."""
-        x, first_moments = self.first(x, train, None if probes is None else probes[0])
+        with `sinks` (blocks, convs, lanes) the responses are tapped (Block), the moments
+        (blocks, convs, lanes, 2)."""
+        x, first_moments = self.first(x, train, None if sinks is None else sinks[0])
         if self.repeated is None:
             return x, first_moments[None]
 
-        def apply_block(block: Block, carry: jax.Array, *probe: jax.Array
+        def apply_block(block: Block, carry: jax.Array, *sink: jax.Array
                         ) -> tuple[jax.Array, jax.Array]:
-            return block(carry, train, *probe)
+            return block(carry, train, *sink)
 
         if self.remat:
             apply_block = nnx.remat(apply_block)
         elif self.keep_conv_outputs_only:
             apply_block = nnx.remat(apply_block, policy=KEEP_CONV_OUTPUTS)
-        if probes is None:
+        if sinks is None:
             scan = nnx.scan(apply_block, in_axes=(0, nnx.Carry), out_axes=(nnx.Carry, 0))
             x, moments = scan(self.repeated, x)
         else:
             scan = nnx.scan(apply_block, in_axes=(0, nnx.Carry, 0), out_axes=(nnx.Carry, 0))
-            x, moments = scan(self.repeated, x, probes[1:])
+            x, moments = scan(self.repeated, x, sinks[1:])
         return x, jnp.concatenate([first_moments[None], moments])
 
 
@@ -398,50 +402,40 @@ class ResNet(nnx.Module):
         return self.forward_with_responses(images, train)[0]
 
     def forward_with_responses(self, images: jax.Array, train: bool = False,
-                               probes: list[jax.Array] | None = None
+                               sinks: list[jax.Array] | None = None
                                ) -> tuple[jax.Array, list[jax.Array]]:
         """Logits plus the Figure 7 moments: the stem's (cifar only) and one array per stage.
 
         Each stage's moments have shape (blocks, 3x3 convs per block, 2) in layer order.
-        `probes`, of the shapes `response_shapes` gives (one per moments array), are added to
-        the 3x3 responses: zeros, through which the gradient with respect to each response is
-        taken (training/signals.py).
+        With `sinks`, of the shapes `sink_shapes` gives (one per moments array), every 3x3
+        response is tapped (models/observe.py): the moments gain a lanes axis before their
+        last, (..., lanes, 2), and the gradient with respect to each sink is its response's
+        mean squared gradient (training/signals.py).
         """
-        probes = list(probes) if probes is not None else None
+        sinks = list(sinks) if sinks is not None else None
         x = self.stem(images.astype(self.dtype), train)
         responses = []
         if self.spec.dataset_family == "cifar":
-            if probes is not None:
-                x = x + probes.pop(0)[0, 0]
-            responses.append(response_moments(x)[None, None])
+            if sinks is None:
+                responses.append(response_moments(x)[None, None])
+            else:
+                x, moments = observe(x, sinks.pop(0)[0, 0])
+                responses.append(moments[None, None])
         x = nnx.relu(x)
         if self.spec.dataset_family == "imagenet":
             x = caffe_max_pool(x)
         for stage in self.stages:
-            x, moments = stage(x, train, None if probes is None else probes.pop(0))
+            x, moments = stage(x, train, None if sinks is None else sinks.pop(0))
             responses.append(moments)
         features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
         return self._logits(features), responses
 
-    def response_shapes(self, images_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
-        """The shapes of `forward_with_responses`' probes for images of `images_shape`:
-        (1, 1, batch, H, W, C) for the cifar stem, then (blocks, 3x3 convs per block, batch,
-        H', W', width) per stage, H' x W' being the stage's output size."""
-        def walk(images: jax.Array) -> list[tuple[int, ...]]:
-            x = self.stem(images.astype(self.dtype), False)
-            shapes = [(1, 1, *x.shape)] if self.spec.dataset_family == "cifar" else []
-            if self.spec.dataset_family == "imagenet":
-                x = caffe_max_pool(x)
-            for stage in self.stages:
-                x = stage.first(x, False)[0]
-                shapes.append((stage.num_repeated + 1, len(stage.first.response_layers),
-                               *x.shape[:3], stage.first.width))
-            return shapes
-
-        shapes: list[tuple[int, ...]] = []
-        jax.eval_shape(lambda images: shapes.extend(walk(images)) or 0,
-                       jax.ShapeDtypeStruct(images_shape, jnp.float32))
-        return shapes
+    def sink_shapes(self) -> list[tuple[int, ...]]:
+        """The shapes of `forward_with_responses`' sinks: (1, 1, lanes) for the cifar stem,
+        then (blocks, 3x3 convs per block, lanes) per stage."""
+        shapes = [(1, 1, self.lanes)] if self.spec.dataset_family == "cifar" else []
+        return shapes + [(stage.num_repeated + 1, len(stage.first.response_layers), self.lanes)
+                         for stage in self.stages]
 
     def _logits(self, features: jax.Array) -> jax.Array:
         """(B, F) -> (B, classes); with lanes (B, lanes * F) -> (B, lanes, classes), each lane's

@@ -11,13 +11,12 @@ It never prints: progress goes to `on_event` as `Event`s, which the CLI renders.
 each of them together):
 
   _open_session      data, models, and each state restored from its newest readable checkpoint
-                     (runs saved at different iterations fall back to training one at a time);
-                     each net's signals measurement compiles meanwhile (`_signals_ahead`)
-  _Session.start     the metrics after the checkpoint dropped, "start" events, warm-up bookkeeping,
-                     the layer signals of iteration 0 (training/signals.py)
+                     (runs saved at different iterations fall back to training one at a time)
+  _Session.start     the metrics after the checkpoint dropped, "start" events, warm-up bookkeeping
   _Session.train     the iterations; after each call, where their intervals fall:
                        _log         a "train" row per run (divergence, the warm-up switch)
-                       _signals     a signals.jsonl row per run
+                       _signals     a signals.jsonl row per run for each iteration of the call
+                                    that measured its layer signals (training/signals.py)
                        _evaluate    an "eval" row per run (the plateau rule)
                        _checkpoint  an Orbax checkpoint per run (also when stopped)
   _Session.finish    each run's status, summary.json (`_summary`) and "end" event
@@ -41,17 +40,16 @@ from resdepth.errors import InvalidChoice
 from resdepth.rundir.checkpoints import Checkpointer, abstract_like
 from resdepth.models.complexity import count_params
 from resdepth.config import ExperimentConfig
-from resdepth.models.network import ModelSpec, abstract_model, build_model
+from resdepth.models.network import build_model
 from resdepth.rundir.directory import RunDirectory
 from resdepth.rundir.identity import fingerprint
 from resdepth.rundir.metrics import MetricsLog
 from resdepth.rundir.signals import SignalsLog
 from resdepth.rundir.summary import Summary
 from resdepth.training import step as steps
-from resdepth.training.ahead import Ahead
-from resdepth.training.signals import layer_names
+from resdepth.training.signals import layer_names, measured
 from resdepth.training.events import Event, EventSink
-from resdepth.training.mesh import make_mesh
+from resdepth.training.mesh import host_value, make_mesh
 from resdepth.training.sources import make_source
 from resdepth.training.trainer import Alone, Trainer, TrainerFactory
 from resdepth.runtime.backend import current_backend
@@ -185,10 +183,9 @@ def _open_session(runs: list[_Run], make_trainer: TrainerFactory,
     trainer = make_trainer([run.config for run in runs], mesh, backend)
     source = make_source(config, mesh, backend)
     writes = jax.process_index() == 0
-    specs = [steps.model_spec(run.config, source.num_classes, backend) for run in runs]
-    ahead = _signals_ahead(runs, specs, source, mesh)
     states = []
-    for run, spec in zip(runs, specs):
+    for run in runs:
+        spec = steps.model_spec(run.config, source.num_classes, backend)
         model = build_model(spec, run.config.run.seed, in_channels=source.in_channels)
         run.params = count_params(model)
         run.graphdef, state = steps.init_state(run.config, model, mesh)
@@ -203,25 +200,9 @@ def _open_session(runs: list[_Run], make_trainer: TrainerFactory,
     if len(start_steps) > 1:
         for run in runs:
             run.checkpointer.close()
-        ahead.wait()  # after the closes: a failed compile must not leave a checkpointer open
         return None
     (start_step,) = start_steps
-    return _Session(runs, config, mesh, source, trainer, trainer.join(states), start_step,
-                    signals_compiled=ahead)
-
-
-def _signals_ahead(runs: list[_Run], specs: list[ModelSpec], source: Any, mesh: Any) -> Ahead:
-    """Compiles the signals measurement of each distinct net of the session on a background
-    thread (training/ahead.py), from the nets' shapes alone, while `_open_session` initializes
-    them: `_Session._signals` waits for it before its first measurement."""
-    nets = {spec: run.config for run, spec in zip(runs, specs)}
-
-    def compile_all() -> None:
-        for spec, config in nets.items():
-            model = abstract_model(spec, source.in_channels)
-            source.compile_signals(*steps.abstract_state(config, model, mesh))
-
-    return Ahead(compile_all, name="resdepth-signals-compile")
+    return _Session(runs, config, mesh, source, trainer, trainer.join(states), start_step)
 
 
 def _restore(run: _Run, fresh: steps.TrainState) -> steps.TrainState:
@@ -253,7 +234,6 @@ class _Session:
     interval_start: float = 0.0  # ... and when the current logging interval began
     per_call: int = 1
     warmup_cap: int = 0
-    signals_compiled: Ahead | None = None  # `_signals_ahead`'s compile, which `_signals` waits for
 
     @property
     def total(self) -> int:
@@ -278,8 +258,6 @@ class _Session:
             run.on_event(Event("start", self.step, self.total,
                                {"params": run.params, "resumed": run.resumed}))
         self.trainer.compile(self.source, [run.graphdef for run in self.runs], self.step)
-        if self.step == 0:
-            self._signals()
         self.per_call = _steps_per_call(self.config, self.source.backend)
         self.started = self.interval_start = time.time()
         self.warmup_cap = steps.warmup_end_step(self.config)
@@ -298,14 +276,13 @@ class _Session:
         every = self.config.run
         while self.step < self.total and any(run.active for run in self.runs):
             count = _chunk_size(self.step, self.total, every, self.per_call)
-            self.state = self.trainer.train(self.state, self.step, count)
+            self.state, signals = self.trainer.train(self.state, self.step, count)
             before, self.step = self.step, self.step + count
             self._note_warmup_cap(before)
             last = self.step == self.total
             logging = self.step % every.log_every_steps == 0 or last
             events = self._log() if logging else []
-            if logging:
-                self._signals()
+            self._signals(signals, before)
             if self.step % every.eval_every_steps == 0 or last:
                 self._evaluate()
             for run, event in events:  # after the evaluation of the same iteration (see Event)
@@ -376,21 +353,27 @@ class _Session:
         self.interval_start = time.time()
         return events
 
-    def _signals(self) -> None:
-        """A signals.jsonl row per active run (training/signals.py), sent as a "signals" event:
-        its state now, on the mini-batch of its next iteration."""
-        if self.signals_compiled is not None:
-            self.signals_compiled.wait()  # returns at once after the first time
+    def _signals(self, signals: Any, before: int) -> None:
+        """A signals.jsonl row per active run for each iteration of the call that trained
+        iterations before + 1 .. self.step and measured its layer signals (training/signals.py
+        `measured`), sent as a "signals" event; `signals` is what the trainer's call returned."""
+        every = self.config.run.log_every_steps
+        rows = [(offset, step) for offset, step in enumerate(range(before + 1, self.step + 1))
+                if measured(step, every, self.total)]
+        if not rows:  # nothing to read: the call's outputs are never waited for
+            return
         for position, run in enumerate(self.runs):
             if not run.active:
                 continue
-            values = self.source.signals(self.run_state(position), run.graphdef,
-                                         run.config.run.seed)
-            run.signals.append_signals(self.step, values)
+            of_run = {name: host_value(values)
+                      for name, values in self.trainer.signals_of(signals, position).items()}
             weighted, responses = run.layers
-            run.on_event(Event("signals", self.step, self.total, {
-                "weighted": weighted, "responses": responses,
-                **{name: [float(value) for value in array] for name, array in values.items()}}))
+            for offset, step in rows:
+                values = {name: array[offset] for name, array in of_run.items()}
+                run.signals.append_signals(step, values)
+                run.on_event(Event("signals", step, self.total, {
+                    "weighted": weighted, "responses": responses,
+                    **{name: [float(value) for value in array] for name, array in values.items()}}))
 
     def _evaluate(self) -> None:
         """An "eval" row per active run, into metrics.jsonl and sent at once."""

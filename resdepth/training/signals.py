@@ -1,7 +1,9 @@
 """Forward and backward signals per layer: do gradients vanish in deep plain nets (§4.1)?
 
-`layer_signals` measures, on one mini-batch and one state, with the net in training mode (BN on
-the batch's statistics) and L the mean cross-entropy of the batch (no weight decay, no momentum):
+The training step measures them itself (training/step.py), on the iterations `measured` picks:
+a signals row of step S is iteration S's own, on its mini-batch and the state before its
+update, with the net in training mode (BN on the batch's statistics) and L the mean
+cross-entropy of the batch (no weight decay, no momentum):
 
 - weight_grad_rms, per weighted layer (every convolution, then the dense head): the RMS over
   the kernel's elements of dL/dW;
@@ -12,26 +14,24 @@ the batch's statistics) and L the mean cross-entropy of the batch (no weight dec
   does not depend on the batch size, and per element, so layers of different width compare;
 - response_std: the standard deviation of y over the batch's elements (Figure 7's quantity).
 
-Kernels of BatchNorm and biases are not weighted layers. The gradient with respect to a
-response is taken through zero "probes" the net adds to it (models/network.py). The training
-loop records a row at iteration 0 and at each logging row (rundir/signals.py); nothing here
-runs in the training step itself.
+Kernels of BatchNorm and biases are not weighted layers. The responses are tapped by
+models/observe.py; `sinks` makes the taps' inputs and `step_signals` turns what the step
+computed into the four quantities, all of it inside `lax.cond`s that run on measured
+iterations only, so the one compiled step serves every iteration. For S nets side by side
+(network.Lanes) every quantity is per lane.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
-from jax.sharding import Mesh
+from jax import lax
 
 from resdepth.config import ExperimentConfig
-from resdepth.training.step import Augmentation, DeviceDataset, TrainState, training_batch
 
 Kernels = list[tuple[list[str], jax.Array]]  # (names, kernels stacked on a leading block axis)
 
@@ -74,14 +74,16 @@ def network_order(names: list[str]) -> np.ndarray:
     return np.array(sorted(range(len(names)), key=position), np.int32)
 
 
-def _rms(array: jax.Array) -> jax.Array:
-    """Root mean square over every axis but the first: (count, ...) -> (count,), float32."""
-    array = array.astype(jnp.float32)
-    return jnp.sqrt(jnp.mean(jnp.square(array), axis=tuple(range(1, array.ndim))))
+def _lane_rms(kernels: jax.Array, lanes: int) -> jax.Array:
+    """Each lane's RMS of each stacked kernel: (count, ..., lanes * out) -> float32 (lanes,
+    count); lane s's outputs are block s of the last axis (network.Lanes)."""
+    kernels = kernels.astype(jnp.float32)
+    kernels = kernels.reshape(kernels.shape[0], -1, lanes, kernels.shape[-1] // lanes)
+    return jnp.sqrt(jnp.mean(jnp.square(kernels), axis=(1, 3))).T
 
 
-def layer_names(graphdef: Any, state: TrainState) -> tuple[list[str], list[str]]:
-    """(the weighted layers' names, the 3x3 layers' names), in the order of `layer_signals`."""
+def layer_names(graphdef: Any, state: Any) -> tuple[list[str], list[str]]:
+    """(the weighted layers' names, the 3x3 layers' names), in the order of `step_signals`."""
     weighted = [name for names, _ in _weighted_kernels(state.params) for name in names]
     weighted = [weighted[index] for index in network_order(weighted)]
     model = nnx.merge(graphdef, state.params, state.batch_stats)
@@ -93,64 +95,54 @@ def layer_names(graphdef: Any, state: TrainState) -> tuple[list[str], list[str]]
     return weighted, responses
 
 
-def layer_signals(graphdef: Any, params: Any, batch_stats: Any, images: jax.Array,
-                  labels: jax.Array) -> dict[str, jax.Array]:
-    """The module docstring's four quantities on float images (B, H, W, C) and int labels (B,):
-    {"weight_grad_rms", "weight_rms"}: float32 (weighted layers,), {"response_grad_rms",
-    "response_std"}: float32 (3x3 layers,), in `layer_names`' order. Traced, not jitted."""
-    model = nnx.merge(graphdef, params, batch_stats)
-    probes = [jnp.zeros(shape, jnp.float32) for shape in model.response_shapes(images.shape)]
-
-    def loss(model: nnx.Module, probes: list[jax.Array]) -> tuple[jax.Array, list[jax.Array]]:
-        logits, moments = model.forward_with_responses(images, train=True, probes=probes)
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-        return jnp.mean(losses), moments
-
-    grad = nnx.value_and_grad(loss, argnums=(nnx.DiffState(0, nnx.Param), 1), has_aux=True)
-    (_, moments), (param_grads, probe_grads) = grad(model, probes)
-    kernels = _weighted_kernels(params)
-    order = network_order([name for names, _ in kernels for name in names])
-    gradients = _weighted_kernels(param_grads)
-    batch = images.shape[0]
-    # Each probe gradient is (blocks, convs, B, H, W, C): its RMS over the last four axes.
-    response_grads = [jnp.sqrt(jnp.mean(jnp.square(batch * g.astype(jnp.float32)),
-                                        axis=(2, 3, 4, 5))).reshape(-1) for g in probe_grads]
-    stds = [jnp.sqrt(jnp.maximum(m[..., 1] - jnp.square(m[..., 0]), 0.0)).reshape(-1)
-            for m in moments]
-    return {"weight_grad_rms": jnp.concatenate([_rms(k) for _, k in gradients])[order],
-            "weight_rms": jnp.concatenate([_rms(k) for _, k in kernels])[order],
-            "response_grad_rms": jnp.concatenate(response_grads),
-            "response_std": jnp.concatenate(stds)}
+def measured(step: int, log_every: int, total: int) -> bool:
+    """Whether iteration `step` (1-based: the one after which `step` iterations are done)
+    records a signals row: the first, each logging row's (`run.log_every_steps`) and the last."""
+    return step == 1 or step % log_every == 0 or step == total
 
 
-def make_signals_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh
-                      ) -> Callable[[TrainState, DeviceDataset, jax.Array], dict[str, jax.Array]]:
-    """Jitted (state, on-device dataset, indices (B,)) -> `layer_signals` on the mini-batch the
-    iteration `state.step` trains on (step.training_batch: the same images and augmentation).
-
-    One function per net and augmentation in a process: the seeds of a sweep (and a test
-    session's runs) share its traced and compiled program rather than each tracing its own."""
-    return _signals_step(graphdef, mesh, Augmentation.of(config))
+def measured_steps(config: ExperimentConfig, first: int, count: int) -> list[bool]:
+    """`measured` for iterations first + 1 .. first + count of a run of `config` (the
+    iterations a call that starts after `first` trains): the training step's `measuring`."""
+    every, total = config.run.log_every_steps, config.optim.total_steps
+    return [measured(first + offset, every, total) for offset in range(1, count + 1)]
 
 
-@functools.lru_cache(maxsize=16)
-def _signals_step(graphdef: Any, mesh: Mesh, augmentation: Augmentation
-                  ) -> Callable[[TrainState, DeviceDataset, jax.Array], dict[str, jax.Array]]:
-    batch = training_batch(augmentation, mesh)
-
-    def signals(state: TrainState, data: DeviceDataset, indices: jax.Array) -> dict[str, jax.Array]:
-        return layer_signals(graphdef, state.params, state.batch_stats, *batch(state, data, indices))
-
-    return jax.jit(signals)
+def sinks(model: nnx.Module, measuring: jax.Array) -> list[jax.Array]:
+    """The taps' inputs of `model` (network.ResNet.sink_shapes): float32, 1 on a measured
+    iteration (`measuring`, bool ()) and 0 otherwise."""
+    flag = measuring.astype(jnp.float32)
+    return [jnp.full(shape, flag) for shape in model.sink_shapes()]
 
 
-@functools.lru_cache(maxsize=16)
-def make_batch_signals_step(graphdef: Any
-                            ) -> Callable[[TrainState, dict[str, jax.Array]], dict[str, jax.Array]]:
-    """Jitted (state, {"images", "labels"}) -> `layer_signals`, for a batch prepared on the
-    host (ImageNet's tf.data); one function per net in a process, like `make_signals_step`."""
-    def batch_signals(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-        return layer_signals(graphdef, state.params, state.batch_stats, batch["images"],
-                             batch["labels"])
+QUANTITIES = ("weight_grad_rms", "weight_rms", "response_grad_rms", "response_std")
 
-    return jax.jit(batch_signals)
+
+def step_signals(measuring: jax.Array, params: Any, grads: Any, sink_grads: list[jax.Array],
+                 moments: list[jax.Array], batch: int, lanes: int) -> dict[str, jax.Array]:
+    """The module docstring's four quantities from what a training step computed: the Param
+    state and its cross-entropy gradient, the gradients with respect to `sinks` (each
+    response's mean squared gradient, (..., lanes)) and the tapped moments ((..., lanes, 2)),
+    for a batch of `batch` images per lane. {"weight_grad_rms", "weight_rms"}: float32 (lanes,
+    weighted layers), {"response_grad_rms", "response_std"}: float32 (lanes, 3x3 layers), in
+    `layer_names`' order; zeros unless `measuring`. Traced, not jitted."""
+    def measure(params, grads, sink_grads, moments):
+        kernels = _weighted_kernels(params)
+        order = network_order([name for names, _ in kernels for name in names])
+        per_lane = lambda array: jnp.moveaxis(array, -1, 0).reshape(lanes, -1)  # noqa: E731
+        means, squares = zip(*((m[..., 0], m[..., 1]) for m in moments))
+        return {
+            "weight_grad_rms": jnp.concatenate(
+                [_lane_rms(k, lanes) for _, k in _weighted_kernels(grads)], axis=1)[:, order],
+            "weight_rms": jnp.concatenate([_lane_rms(k, lanes) for _, k in kernels],
+                                          axis=1)[:, order],
+            "response_grad_rms": batch * jnp.sqrt(jnp.concatenate(
+                [per_lane(g) for g in sink_grads], axis=1)),
+            "response_std": jnp.sqrt(jnp.maximum(jnp.concatenate(
+                [per_lane(s - jnp.square(m)) for m, s in zip(means, squares)], axis=1), 0.0))}
+
+    operands = (params, grads, sink_grads, moments)
+    shapes = jax.eval_shape(measure, *operands)
+    return lax.cond(measuring, measure,
+                    lambda *_: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes),
+                    *operands)

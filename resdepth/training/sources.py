@@ -5,13 +5,10 @@
 - `StreamingSource` (ImageNet): tf.data decodes and augments on the host's cores, each process
   reads its own part, and batches are prefetched onto the devices while the previous step runs.
 
-Both offer `compile(graphdef, start_step)`, `train_steps(state, step, count) -> state`,
-`evaluate(state, graphdef) -> dict` and `signals(state, graphdef, seed) -> dict` (the layer
-signals of training/signals.py on the batch the next iteration trains on) for a run
-(training/trainer.py), with `compile_signals(graphdef, abstract_state)` to compile that
-measurement before the run's net exists (training/loop.py does it while the net initializes),
-and both are functions of
-(seed, step) alone, so runs resume exactly. The device-resident source also gives any seed's
+Both offer `compile(graphdef, start_step)`, `train_steps(state, step, count) -> (state,
+signals)` (the layer signals of training/signals.py, which the step measures on the iterations
+that record them) and `evaluate(state, graphdef) -> dict` for a run (training/trainer.py), and
+both are functions of (seed, step) alone, so runs resume exactly. The device-resident source also gives any seed's
 batch indices, which a pack of runs (training/packing/) trains on together.
 
 With `optim.lr_schedule = "plateau"` both hold out `data.plateau_holdout_examples` training images:
@@ -37,7 +34,8 @@ from resdepth.errors import InvalidChoice
 from resdepth.config import ExperimentConfig
 from resdepth.data.datasets import BatchOrder, InMemoryDataset, load_dataset
 from resdepth.dataset_facts import IN_CHANNELS, NUM_CLASSES
-from resdepth.training.mesh import DATA_AXIS, batch_sharded, host_value, replicated, to_global
+from resdepth.training.mesh import (
+    DATA_AXIS, batch_sharded, host_value, replicated, replicated_scalar, to_global)
 
 
 # The held-out images of the device-resident datasets are the last ones of this fixed permutation
@@ -131,30 +129,19 @@ class DeviceResidentSource:
         sharding = NamedSharding(self.mesh, PartitionSpec(*[None] * (indices.ndim - 1), DATA_AXIS))
         return to_global(indices, sharding, batch_axis=indices.ndim - 1)
 
-    def train_steps(self, state: steps.TrainState, step: int, count: int = 1) -> steps.TrainState:
-        """The run's iterations step .. step + count - 1 in one call."""
+    def train_steps(self, state: steps.TrainState, step: int, count: int = 1
+                    ) -> tuple[steps.TrainState, dict[str, jax.Array]]:
+        """The run's iterations step .. step + count - 1 in one call, and their layer signals
+        (step.train_iterations: (count, layers) per quantity, zeros where not measured)."""
         indices = self.batch_indices(self.config.run.seed, step, count)
-        return self._train_step(state, self.device_data, self.on_devices(indices))
+        return self._train_step(state, self.device_data, self.on_devices(indices),
+                                self.measuring(step, count))
 
-    def signals(self, state: steps.TrainState, graphdef: Any, seed: int) -> dict[str, np.ndarray]:
-        """training/signals.py's measurement of a run's state and net on the mini-batch its
-        next iteration trains on (the run of `seed`'s batch order at `state.step`)."""
-        program = layer_signals.make_signals_step(self.config, graphdef, self.mesh)
-        indices = self.on_devices(self.batch_indices(seed, int(host_value(state.step))))
-        measured = program(state, self.load(), indices)
-        return {name: host_value(values) for name, values in measured.items()}
-
-    def compile_signals(self, graphdef: Any, state: steps.TrainState) -> None:
-        """Compiles `signals`' program for a net and a state of jax.ShapeDtypeStruct
-        (step.abstract_state); the program's jit cache keeps it for the calls."""
-        everywhere = replicated(self.mesh)
-        data = steps.DeviceDataset(*(
-            jax.ShapeDtypeStruct(array.shape, array.dtype, sharding=everywhere)
-            for array in (self.data.train_images, self.data.train_labels, self.data.mean_image)))
-        indices = self.on_devices(self.batch_indices(self.config.run.seed, 0))
-        program = layer_signals.make_signals_step(self.config, graphdef, self.mesh)
-        program.lower(state, data, jax.ShapeDtypeStruct(indices.shape, indices.dtype,
-                                                        sharding=indices.sharding)).compile()
+    def measuring(self, step: int, count: int) -> jax.Array:
+        """bool (count,), replicated: which of iterations step .. step + count - 1 record their
+        layer signals (training/signals.py `measured_steps`)."""
+        flags = layer_signals.measured_steps(self.config, step, count)
+        return replicated_scalar(flags if count > 1 else flags[0], np.bool_, self.mesh)
 
     def evaluate(self, state: steps.TrainState, graphdef: Any) -> dict[str, float]:
         """Test loss and error (fraction) over the whole test split, single original view, of
@@ -219,44 +206,23 @@ class StreamingSource:
         from resdepth.data import imagenet_input
 
         self._train_step = steps.make_batch_step(self.config, graphdef)
-        self._signals_step = layer_signals.make_batch_signals_step(graphdef)
         self._logits = steps.make_logits_step(graphdef)
-        self._next_batch: Any = None  # a batch `signals` took from the stream ahead of training
         batches = imagenet_input.train_batches(self.config.data, self.per_process,
                                                self.config.run.seed, start_step,
                                                self.config.data.image_size, self.train_split)
         self._batches: Iterator[Any] = imagenet_input.prefetch_to_device(
             batches, 2, batch_sharded(self.mesh))
 
-    def train_steps(self, state: steps.TrainState, step: int, count: int = 1) -> steps.TrainState:
-        """`count` iterations, one call each: the input pipeline, not dispatch, bounds ImageNet."""
-        for _ in range(count):
-            state = self._train_step(state, self._take_batch())
-        return state
-
-    def _take_batch(self) -> Any:
-        batch, self._next_batch = self._next_batch, None
-        return batch if batch is not None else next(self._batches)
-
-    def signals(self, state: steps.TrainState, graphdef: Any, seed: int) -> dict[str, np.ndarray]:
-        """training/signals.py's measurement on the batch the next iteration trains on: taken
-        from the stream ahead of time and kept for that iteration (`graphdef` and `seed` are
-        the run's, which compile() and the stream already follow)."""
-        if self._next_batch is None:
-            self._next_batch = next(self._batches)
-        measured = self._signals_step(state, self._next_batch)
-        return {name: host_value(values) for name, values in measured.items()}
-
-    def compile_signals(self, graphdef: Any, state: steps.TrainState) -> None:
-        """Compiles `signals`' program for a net and a state of jax.ShapeDtypeStruct
-        (step.abstract_state), for the global batches train_batches yields; the program's jit
-        cache keeps it for the calls."""
-        batch, size = self.config.optim.batch_size, self.config.data.image_size
-        sharding = batch_sharded(self.mesh)
-        layer_signals.make_batch_signals_step(graphdef).lower(state, {
-            "images": jax.ShapeDtypeStruct((batch, size, size, self.in_channels), np.float32,
-                                           sharding=sharding),
-            "labels": jax.ShapeDtypeStruct((batch,), np.int32, sharding=sharding)}).compile()
+    def train_steps(self, state: steps.TrainState, step: int, count: int = 1
+                    ) -> tuple[steps.TrainState, dict[str, jax.Array]]:
+        """`count` iterations, one call each (the input pipeline, not dispatch, bounds
+        ImageNet), and their layer signals stacked, (count, layers) per quantity."""
+        measured = []
+        for measuring in layer_signals.measured_steps(self.config, step, count):
+            state, signals = self._train_step(state, next(self._batches),
+                                              replicated_scalar(measuring, np.bool_, self.mesh))
+            measured.append(signals)
+        return state, jax.tree.map(lambda *each: jax.numpy.stack(each), *measured)
 
     def evaluate(self, state: steps.TrainState, graphdef: Any = None) -> dict[str, float]:
         """Top-1 and top-5 centre-crop error on the validation split (what most tools report),

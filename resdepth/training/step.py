@@ -24,6 +24,7 @@ from resdepth.data.augment import normalize, random_crop_flip
 from resdepth.config import ExperimentConfig
 from resdepth.dataset_facts import family_of
 from resdepth.models.network import ModelSpec
+from resdepth.training import signals as layer_signals
 from resdepth.training.mesh import batch_sharded, replicated, replicated_scalar
 
 
@@ -190,58 +191,75 @@ def training_batch(augmentation: Augmentation, mesh: Mesh
 
 
 def train_iterations(config: ExperimentConfig, graphdef: Any, mesh: Mesh
-                     ) -> Callable[[TrainState, DeviceDataset, jax.Array], TrainState]:
+                     ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """The pure (not jitted) SGD iterations of one run on an on-device dataset (CIFAR-10, digits).
 
-    `(state, data, indices) -> state`: `indices` int32 are the global batches' images, (B,) for
-    one iteration or (k, B) for k in one call (`run.steps_per_call`), sharded over `data` on
-    their last axis; the step gathers the images on the devices and augments them there.
+    `(state, data, indices, measuring) -> (state, signals)`: `indices` int32 are the global
+    batches' images, (B,) for one iteration or (k, B) for k in one call (`run.steps_per_call`),
+    sharded over `data` on their last axis; the step gathers the images on the devices and
+    augments them there. `measuring` bool, () or (k,), says which iterations record their
+    layer signals (training/signals.py); `signals` holds each iteration's, (k, layers), zeros
+    where not measured.
     """
     optimizer = make_optimizer(config)
     batch = training_batch(Augmentation.of(config), mesh)
 
-    def step(state: TrainState, data: DeviceDataset, indices: jax.Array) -> TrainState:
-        return apply_gradients(config, graphdef, optimizer, state, *batch(state, data, indices))
+    def step(state: TrainState, data: DeviceDataset, indices: jax.Array, measuring: jax.Array
+             ) -> tuple[TrainState, dict[str, jax.Array]]:
+        return apply_gradients(config, graphdef, optimizer, state, *batch(state, data, indices),
+                               measuring)
 
-    def steps(state: TrainState, data: DeviceDataset, indices: jax.Array) -> TrainState:
+    def steps(state: TrainState, data: DeviceDataset, indices: jax.Array, measuring: jax.Array
+              ) -> tuple[TrainState, dict[str, jax.Array]]:
         # Every call is a scan over its iterations, one iteration included (XLA removes a loop
         # of one trip), so 1 or k iterations per call compute bit-identical results.
         if indices.ndim == 1:
-            indices = indices[None]
-        body = lambda carry, batch: (step(carry, data, batch), None)  # noqa: E731
-        return jax.lax.scan(body, state, indices)[0]
+            indices, measuring = indices[None], jnp.reshape(measuring, (1,))
+        body = lambda carry, xs: step(carry, data, *xs)  # noqa: E731
+        return jax.lax.scan(body, state, (indices, measuring))
 
     return steps  # the compiled program's name, jit_steps, in the compilation cache
 
 
 def make_train_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh
-                    ) -> Callable[[TrainState, DeviceDataset, jax.Array], TrainState]:
+                    ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """`train_iterations` jitted with the state donated; one program per indices shape."""
     return jax.jit(train_iterations(config, graphdef, mesh), donate_argnums=0)
 
 
 def make_batch_step(config: ExperimentConfig, graphdef: Any
-                    ) -> Callable[[TrainState, dict[str, jax.Array]], TrainState]:
-    """Jitted (state, {"images": float32 (B, H, W, C), "labels": int32 (B,)}) -> state: one SGD
-    iteration on a batch prepared on the host (ImageNet's tf.data), the state donated."""
+                    ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """Jitted (state, {"images": float32 (B, H, W, C), "labels": int32 (B,)}, measuring bool
+    ()) -> (state, signals): one SGD iteration on a batch prepared on the host (ImageNet's
+    tf.data), the state donated; signals as `apply_gradients`."""
     optimizer = make_optimizer(config)
-    return jax.jit(lambda state, batch: apply_gradients(config, graphdef, optimizer, state,
-                                                        batch["images"], batch["labels"]),
-                   donate_argnums=0)
+    return jax.jit(lambda state, batch, measuring: apply_gradients(
+        config, graphdef, optimizer, state, batch["images"], batch["labels"], measuring),
+        donate_argnums=0)
 
 
 def apply_gradients(config: ExperimentConfig, graphdef: Any, optimizer: optax.GradientTransformation,
-                    state: TrainState, images: jax.Array, labels: jax.Array) -> TrainState:
-    """One SGD iteration on float images (B, H, W, C) and int labels (B,); traced, not jitted."""
+                    state: TrainState, images: jax.Array, labels: jax.Array,
+                    measuring: jax.Array | None) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One SGD iteration on float images (B, H, W, C) and int labels (B,); traced, not jitted.
+
+    Returns the new state and, where `measuring` (bool ()), the layer signals of this
+    iteration (training/signals.py: float32 (layers,) per quantity, zeros otherwise); with
+    `measuring` None the responses are not tapped at all and the signals are {}.
+    """
     model = nnx.merge(graphdef, state.params, state.batch_stats)
+    taps = None if measuring is None else layer_signals.sinks(model, measuring)
 
-    def loss_fn(model):
-        logits = model(images, train=True)
+    def loss_fn(model, taps):
+        logits, moments = model.forward_with_responses(images, train=True, sinks=taps)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-        return jnp.mean(losses), (losses, logits)
+        return jnp.mean(losses), (losses, logits, moments)
 
-    grad_fn = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True)
-    (_, (losses, logits)), grads = grad_fn(model)
+    grad_fn = nnx.value_and_grad(loss_fn, argnums=(nnx.DiffState(0, nnx.Param), 1), has_aux=True)
+    (_, (losses, logits, moments)), (grads, tap_grads) = grad_fn(model, taps)
+    signals = {} if measuring is None else {
+        name: values[0] for name, values in layer_signals.step_signals(
+            measuring, state.params, grads, tap_grads, moments, labels.shape[0], 1).items()}
     rate = learning_rate(config, state.step, state.warmup_active, state.lr_scale)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = jax.tree.map(lambda p, u: p - rate * u, state.params, updates)
@@ -252,7 +270,7 @@ def apply_gradients(config: ExperimentConfig, graphdef: Any, optimizer: optax.Gr
         loss_sum=state.loss_sum + jnp.sum(losses),
         error_sum=state.error_sum + errors.astype(jnp.float32),
         examples_seen=state.examples_seen + labels.shape[0],
-    )
+    ), signals
 
 
 def make_eval_step(graphdef: Any) -> Callable[..., jax.Array]:

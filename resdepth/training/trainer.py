@@ -2,8 +2,9 @@
 
 The loop (training/loop.py) holds one opaque training state for the runs it trains together and
 asks a `Trainer` for the few things that depend on how that state is laid out: join the runs'
-own states into it, train it k iterations, give back one run's own state, and read or set one
-scalar field (the interval sums, the warm-up flag, the plateau scale) per run. `Alone` trains
+own states into it, train it k iterations, give back one run's own state and layer signals,
+and read or set one scalar field (the interval sums, the warm-up flag, the plateau scale) per
+run. `Alone` trains
 one run, its state a TrainState; training/packing/ trains several runs of one shape in one
 compiled program behind the same interface, and the sweep plugs it in.
 """
@@ -30,8 +31,13 @@ class Trainer(Protocol):
         """Builds the compiled iterations from the data source (training/sources.py) and each
         run's net; called once before the first `train`."""
 
-    def train(self, state: Any, step: int, count: int) -> Any:
-        """Iterations step .. step + count - 1 of every run in one call; the state is donated."""
+    def train(self, state: Any, step: int, count: int) -> tuple[Any, Any]:
+        """Iterations step .. step + count - 1 of every run in one call, the state donated:
+        (the state, the iterations' layer signals in the trainer's own layout)."""
+
+    def signals_of(self, signals: Any, position: int) -> dict[str, Any]:
+        """The run at `position`'s layer signals from what `train` returned: (count, layers)
+        per quantity, zeros on iterations that do not record them (training/signals.py)."""
 
     def state_of(self, state: Any, position: int) -> TrainState:
         """The run at `position`'s own state, in the single-run form its checkpoint holds."""
@@ -67,8 +73,11 @@ class Alone:
         source.compile(graphdef, start_step)
         self.source = source
 
-    def train(self, state: TrainState, step: int, count: int) -> TrainState:
+    def train(self, state: TrainState, step: int, count: int) -> tuple[TrainState, Any]:
         return self.source.train_steps(state, step, count)
+
+    def signals_of(self, signals: dict[str, Any], position: int) -> dict[str, Any]:
+        return signals
 
     def state_of(self, state: TrainState, position: int) -> TrainState:
         return state

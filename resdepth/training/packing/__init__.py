@@ -25,7 +25,7 @@ from resdepth.rundir.identity import recipe_fingerprint
 from resdepth.training.packing.net import packed_graphdef
 from resdepth.training.packing.states import (
     layout, mixes_architectures, pack_states, replace_per_seed, seed_slice, seed_values)
-from resdepth.training.packing.steps import make_step
+from resdepth.training.packing.steps import make_step, signals_of
 from resdepth.training.step import TrainState, model_spec
 
 
@@ -90,10 +90,14 @@ class Pack:
         self._step = make_step(self.configs[0], self.mesh, self.layout, graphdefs, packed_net)
         self.source = source
 
-    def train(self, state: Any, step: int, count: int) -> Any:
+    def train(self, state: Any, step: int, count: int) -> tuple[Any, Any]:
         indices = np.stack([self.source.batch_indices(config.run.seed, step, count)
                             for config in self.configs])
-        return self._step(state, self.source.device_data, self.source.on_devices(indices))
+        return self._step(state, self.source.device_data, self.source.on_devices(indices),
+                          self.source.measuring(step, count))
+
+    def signals_of(self, signals: Any, position: int) -> dict[str, Any]:
+        return signals_of(self.layout, signals, position)
 
     def state_of(self, state: Any, position: int) -> TrainState:
         return seed_slice(state, position)

@@ -30,6 +30,7 @@ from jax.sharding import Mesh
 
 from resdepth.config import ExperimentConfig
 from resdepth.data.augment import normalize, random_crop_flip
+from resdepth.training import signals as layer_signals
 from resdepth.training.mesh import batch_sharded
 from resdepth.training.packing.net import per_run_any
 from resdepth.training.step import (
@@ -43,16 +44,19 @@ def per_run(values: jax.Array, width: int) -> jax.Array:
 
 def make_channel_packed_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh, runs: int
                              ) -> Callable[[Any, DeviceDataset, jax.Array], Any]:
-    """Jitted (ChannelPackedState, data, indices) -> ChannelPackedState, donated.
+    """Jitted (ChannelPackedState, data, indices, measuring) -> (ChannelPackedState, signals),
+    the state donated.
 
     `graphdef` is the packed net's (net.packed_graphdef); indices int32 (S, B) for
-    one iteration or (S, k, B) for k, sharded over `data` on the batch axis.
+    one iteration or (S, k, B) for k, sharded over `data` on the batch axis; measuring bool
+    () or (k,), as step.train_iterations'. signals: float32 (k, S, layers) per quantity,
+    each run's own (training/signals.py measures per lane).
     """
     optimizer = make_optimizer(config)
     augment = config.data.augment
     pad, flip = config.data.pad_pixels, config.data.random_flip
 
-    def step(state, data: DeviceDataset, indices: jax.Array):
+    def step(state, data: DeviceDataset, indices: jax.Array, measuring: jax.Array):
         images, labels = [], []
         for run in range(runs):
             batch = normalize(data.train_images[indices[run]], data.mean_image)
@@ -66,13 +70,18 @@ def make_channel_packed_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh
         labels = jnp.stack(labels, axis=1)  # (B, S)
         model = nnx.merge(graphdef, state.params, state.batch_stats)
 
-        def loss_fn(model):
-            logits = model(images, train=True)  # (B, S, classes)
+        def loss_fn(model, taps):
+            # logits (B, S, classes)
+            logits, moments = model.forward_with_responses(images, train=True, sinks=taps)
             losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)  # (B, S)
-            return jnp.sum(jnp.mean(losses, axis=0)), (losses, logits)
+            return jnp.sum(jnp.mean(losses, axis=0)), (losses, logits, moments)
 
-        grad_fn = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True)
-        (_, (losses, logits)), grads = grad_fn(model)
+        grad_fn = nnx.value_and_grad(loss_fn, argnums=(nnx.DiffState(0, nnx.Param), 1),
+                                     has_aux=True)
+        taps = layer_signals.sinks(model, measuring)
+        (_, (losses, logits, moments)), (grads, tap_grads) = grad_fn(model, taps)
+        signals = layer_signals.step_signals(measuring, state.params, grads, tap_grads, moments,
+                                             labels.shape[0], runs)
         rate = learning_rate(config, state.step, state.warmup_active, state.lr_scale)  # (S,)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = jax.tree.map(lambda p, u: p - per_run(rate, p.shape[-1]) * u,
@@ -89,22 +98,23 @@ def make_channel_packed_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh
             loss_sum=state.loss_sum + jnp.where(broken, jnp.float32(jnp.nan), loss_sums),
             error_sum=state.error_sum + errors,
             examples_seen=state.examples_seen + labels.shape[0],
-        )
+        ), signals
 
-    def steps(state, data: DeviceDataset, indices: jax.Array):
+    def steps(state, data: DeviceDataset, indices: jax.Array, measuring: jax.Array):
         # A scan over the call's iterations, one included, as step.train_iterations.
         if indices.ndim == 2:
-            indices = indices[:, None]
-        body = lambda carry, batch: (step(carry, data, batch), None)  # noqa: E731
-        return jax.lax.scan(body, state, jnp.swapaxes(indices, 0, 1))[0]
+            indices, measuring = indices[:, None], jnp.reshape(measuring, (1,))
+        body = lambda carry, xs: step(carry, data, *xs)  # noqa: E731
+        return jax.lax.scan(body, state, (jnp.swapaxes(indices, 0, 1), measuring))
 
     return jax.jit(steps, donate_argnums=0)
 
 
 def make_step(config: ExperimentConfig, mesh: Mesh, layout: str, run_graphdefs: list[Any],
-              packed_net: Any = None) -> Callable[[Any, DeviceDataset, jax.Array], Any]:
-    """The jitted (state, data, indices (S, B) or (S, k, B)) -> state of a pack of
-    `len(run_graphdefs)` runs laid out by `layout`, the state donated.
+              packed_net: Any = None) -> Callable[..., tuple[Any, Any]]:
+    """The jitted (state, data, indices (S, B) or (S, k, B), measuring) -> (state, signals) of
+    a pack of `len(run_graphdefs)` runs laid out by `layout`, the state donated; `signals_of`
+    reads one run's signals from what it returns.
 
     `run_graphdefs`: each run's own net (a tuple pack's runs may be plain and residual);
     `packed_net`: the wide or grouped layout's net (net.packed_graphdef).
@@ -113,12 +123,23 @@ def make_step(config: ExperimentConfig, mesh: Mesh, layout: str, run_graphdefs: 
         return make_channel_packed_step(config, packed_net, mesh, len(run_graphdefs))
     if layout == "vmap":
         iterations = train_iterations(config, run_graphdefs[0], mesh)
-        return jax.jit(jax.vmap(iterations, in_axes=(0, None, 0)), donate_argnums=0)
+        return jax.jit(jax.vmap(iterations, in_axes=(0, None, 0, None)), donate_argnums=0)
     each = [train_iterations(config, graphdef, mesh) for graphdef in run_graphdefs]
 
-    def each_run(states: tuple[TrainState, ...], data: DeviceDataset, indices: jax.Array
-                 ) -> tuple[TrainState, ...]:
-        return tuple(iterations(state, data, indices[i])
-                     for i, (iterations, state) in enumerate(zip(each, states)))
+    def each_run(states: tuple[TrainState, ...], data: DeviceDataset, indices: jax.Array,
+                 measuring: jax.Array) -> tuple[tuple[TrainState, ...], tuple[Any, ...]]:
+        trained = [iterations(state, data, indices[i], measuring)
+                   for i, (iterations, state) in enumerate(zip(each, states))]
+        return tuple(state for state, _ in trained), tuple(signals for _, signals in trained)
 
     return jax.jit(each_run, donate_argnums=0)
+
+
+def signals_of(layout: str, signals: Any, position: int) -> dict[str, jax.Array]:
+    """The signals of the run at `position` from what `make_step`'s program of `layout`
+    returned: (k, layers) per quantity, as a run alone gets them (step.train_iterations)."""
+    if layout == "tuple":
+        return signals[position]
+    if layout == "vmap":  # (S, k, layers)
+        return {name: values[position] for name, values in signals.items()}
+    return {name: values[:, position] for name, values in signals.items()}  # (k, S, layers)
