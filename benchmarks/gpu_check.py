@@ -52,6 +52,7 @@ from resdepth.config import load_config, parse_override
 from resdepth.models.network import ModelSpec, build_model
 from resdepth.training.sweep import expand_grid
 
+from benchmarks.train_setup import Unmeasured
 from benchmarks.unrolled_stages import unrolled_stages
 
 BATCH = 128
@@ -112,8 +113,8 @@ def build(depth: int, dtype: str, seeds: int, per_call: int, remat: bool = False
     layout = pack_layout("auto", jax.default_backend())
     state = pack_states(states, mesh, layout) if seeds > 1 else states[0]
     del states
-    train = (make_step(config, mesh, layout, [graphdef] * seeds) if seeds > 1
-             else steps.make_train_step(config, graphdef, mesh))
+    train = Unmeasured.of(make_step(config, mesh, layout, [graphdef] * seeds) if seeds > 1
+                          else steps.make_train_step(config, graphdef, mesh), mesh)
     one_call = rng.integers(0, 4 * BATCH, (per_call, BATCH)).astype(np.int32)
     indices = np.stack([one_call] * seeds) if seeds > 1 else one_call
     sharding = NamedSharding(mesh, PartitionSpec(*[None] * (indices.ndim - 1), DATA_AXIS))

@@ -244,7 +244,7 @@ def cost_per_iteration(depth: int, dtype: str) -> tuple[float | None, float | No
 
     train, state, data, indices = build(depth, dtype, 1, 1)
     with unrolled_stages():
-        compiled = train.lower(state, data, indices).compile()
+        compiled = train.compile(state, data, indices).step
     cost = compiled.cost_analysis()
     if isinstance(cost, (list, tuple)):
         cost = cost[0] if cost else {}

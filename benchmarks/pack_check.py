@@ -43,6 +43,7 @@ from resdepth.models.network import ModelSpec, build_model
 from resdepth.training import step as steps
 from resdepth.training.mesh import DATA_AXIS, make_mesh, replicated
 from benchmarks.gpu_check import timed_rounds
+from benchmarks.train_setup import Unmeasured
 from resdepth.choices import PACK_LAYOUTS as FORMULATIONS
 from resdepth.training.packing import mixes_architectures
 from resdepth.training.packing.net import packed_graphdef
@@ -89,7 +90,8 @@ def build(formulation: str, depth: int, runs: int, dtype: str, batch: int, per_c
     # and S initializations would cost S compilations.
     states = [state] + [jax.tree.map(lambda x: x.copy(), state) for _ in range(runs - 1)]
     if formulation == ALONE:
-        state, train = states[0], steps.make_train_step(config, graphdef, mesh)
+        state, train = states[0], Unmeasured.of(steps.make_train_step(config, graphdef, mesh),
+                                                mesh)
         indices = rng.integers(0, 4 * batch, (per_call, batch)).astype(np.int32)
     else:
         layout = "wide" if formulation == UNGUARDED else formulation
@@ -98,7 +100,7 @@ def build(formulation: str, depth: int, runs: int, dtype: str, batch: int, per_c
         if layout in ("wide", "grouped"):
             packed_net = packed_graphdef(spec, [True] * runs, layout,
                                          isolate_runs=False if formulation == UNGUARDED else None)
-        train = make_step(config, mesh, layout, [graphdef] * runs, packed_net)
+        train = Unmeasured.of(make_step(config, mesh, layout, [graphdef] * runs, packed_net), mesh)
         indices = np.stack([rng.integers(0, 4 * batch, (per_call, batch)) for _ in range(runs)])
         indices = indices.astype(np.int32)
     del states

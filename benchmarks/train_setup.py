@@ -21,7 +21,7 @@ from jax import lax
 
 import resdepth.models.network
 from resdepth.training import step as steps
-from resdepth.training.mesh import batch_sharded, make_mesh, replicated
+from resdepth.training.mesh import batch_sharded, make_mesh, replicated, replicated_scalar
 from resdepth.errors import InvalidChoice
 from resdepth.cli.common import parse_integers
 from resdepth.dataset_facts import cifar_blocks_per_stage
@@ -59,12 +59,35 @@ def cifar_config(depth: int, batch_size: int, compute_dtype: str = "tf32") -> Ex
 
 
 @dataclasses.dataclass
+class Unmeasured:
+    """A training program (step.make_train_step, packing.steps.make_step, or one compiled from
+    them) called as the benchmarks time it, (state, data, indices) -> state: every iteration
+    told at run time not to record its layer signals (training/signals.py), as the iterations
+    between logging rows are, which are nearly all of a run's."""
+
+    step: Any
+    measuring: jax.Array  # bool (): False, for each iteration of a call
+
+    @classmethod
+    def of(cls, step: Any, mesh: jax.sharding.Mesh) -> "Unmeasured":
+        return cls(step, replicated_scalar(False, np.bool_, mesh))
+
+    def __call__(self, state: Any, data: Any, indices: jax.Array) -> Any:
+        return self.step(state, data, indices, self.measuring)[0]
+
+    def compile(self, state: Any, data: Any, indices: jax.Array) -> "Unmeasured":
+        """The program compiled for these arguments (its `step` has cost_analysis())."""
+        return Unmeasured(self.step.lower(state, data, indices, self.measuring).compile(),
+                          self.measuring)
+
+
+@dataclasses.dataclass
 class Bench:
     """A compiled-on-demand train step with its replicated state and on-device random data."""
 
     config: ExperimentConfig
     spec: ModelSpec
-    train_step: Any  # jitted (state, data, indices) -> state, state donated
+    train_step: Unmeasured  # (state, data, indices) -> state, state donated
     state: steps.TrainState
     data: steps.DeviceDataset
     mesh: jax.sharding.Mesh
@@ -92,7 +115,7 @@ def prepare(config: ExperimentConfig, num_images: int, seed: int = 0) -> Bench:
         train_labels=jax.device_put(rng.integers(0, CIFAR_CLASSES, num_images, dtype=np.int32),
                                     everywhere),
         mean_image=jax.device_put(np.full(CIFAR_SHAPE, 127.5, np.float32), everywhere))
-    train_step = steps.make_train_step(config, graphdef, mesh)
+    train_step = Unmeasured.of(steps.make_train_step(config, graphdef, mesh), mesh)
     return Bench(config, spec, train_step, state, data, mesh, num_images)
 
 
@@ -115,9 +138,10 @@ def compile_and_run_once(bench: Bench, indices: jax.Array) -> tuple[Any, Compile
     `bench.state` is donated to the first step and replaced by its output.
     """
     start = time.perf_counter()
-    lowered = bench.train_step.lower(bench.state, bench.data, indices)
+    step = bench.train_step
+    lowered = step.step.lower(bench.state, bench.data, indices, step.measuring)
     lowered_at = time.perf_counter()
-    compiled = lowered.compile()
+    compiled = Unmeasured(lowered.compile(), step.measuring)
     compiled_at = time.perf_counter()
     bench.state = jax.block_until_ready(compiled(bench.state, bench.data, indices))
     ran_at = time.perf_counter()

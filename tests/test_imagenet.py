@@ -20,7 +20,6 @@ import tensorflow_datasets as tfds
 from resdepth.data import imagenet_input, multicrop
 from resdepth.config import DataConfig
 
-from conftest import lowerings
 
 IMAGENET = DataConfig(dataset="imagenet")
 
@@ -188,7 +187,6 @@ def test_resnet18_trains_through_the_real_loader_and_decides_plateaus_on_held_ou
     from resdepth.config import load_config, parse_override
     from resdepth.evaluate.imagenet import evaluate_run
     from resdepth.training.session import train_run
-    from resdepth.training.signals import make_batch_signals_step
 
     # 64-pixel crops keep the CPU test short; the pipeline is the 224 one otherwise. Patience 1
     # and a threshold of 1.0: no evaluation after the first counts as an improvement, so the
@@ -210,16 +208,15 @@ def test_resnet18_trains_through_the_real_loader_and_decides_plateaus_on_held_ou
             return mocked(self, *args, split=split, **kwargs)
 
         patch.setattr(tfds.core.DatasetBuilder, "as_dataset", recording)
-        make_batch_signals_step.cache_clear()  # so this net's measurement is lowered here
-        with lowerings() as lowered:
-            summary = train_run(config, tmp_path / "run", on_event=events.append,
-                                stop=threading.Event())
+        summary = train_run(config, tmp_path / "run", on_event=events.append,
+                            stop=threading.Event())
         # The trained run tested as in Tables 2-3: 10 crops of the validation images.
         tested = evaluate_run(tmp_path / "run", "10crop", limit=2)
     assert set(read) == {"train[:-2]", "train[-2:]", "validation"}  # never the whole train split
-    # The layer signals' program, compiled while the net initialized, serves every measurement.
-    assert [thread for name, thread in lowered if name == "jit(batch_signals)"] == [
-        "resdepth-signals-compile"]
+    # Every iteration is a logging row here, so each records its layer signals, in the step.
+    signals = [json.loads(line) for line in (tmp_path / "run" / "signals.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in signals[1:]] == [1, 2, 3]
+    assert all(value > 0 for row in signals[1:] for value in row["response_grad_rms"])
     saved = json.loads((tmp_path / "run" / "tencrop.json").read_text())
     assert saved["count"] == 2 and saved["step"] == 3 and saved == tested
     assert all(0 <= saved[key] <= 1 for key in ("top1_error", "top5_error", "center_top1_error"))

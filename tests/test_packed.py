@@ -6,14 +6,15 @@ import json
 import threading
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
 from resdepth.rundir.directory import RunDirectory
 
-from resdepth.training import packing, signals as measurement, step as steps
+from resdepth.training import packing, step as steps
 from resdepth.training.packing import states as pack_states_of
-from resdepth.training.packing.steps import make_step
+from resdepth.training.packing.steps import make_step, signals_of
 from resdepth.training.mesh import make_mesh, replicated
 from resdepth.config import load_config, parse_override
 from resdepth.models.network import build_model
@@ -21,7 +22,7 @@ from resdepth.training.sweep import GridPoint, run_sweep
 from resdepth.training.session import train_run, train_runs
 from resdepth.training.step import model_spec
 
-from conftest import lowerings, stop_at, tiny_config
+from conftest import stop_at, tiny_config
 
 WALL_FIELDS = ("images_per_s", "wall_s")
 
@@ -37,7 +38,7 @@ def assert_same_signals(alone, packed):
         [json.loads(line) for line in (run_dir / "signals.jsonl").read_text().splitlines()]
         for run_dir in (alone, packed))
     assert [(r["type"], r["step"]) for r in rows_packed] == [(r["type"], r["step"]) for r in rows_alone]
-    assert len(rows_alone) == 12  # the layers row, iteration 0, and every 5th iteration to 50
+    assert len(rows_alone) == 12  # the layers row, iteration 1, and every 5th iteration to 50
     assert rows_packed[0] == rows_alone[0]
     for a, b in zip(rows_alone[1:], rows_packed[1:]):
         for key in ("weight_grad_rms", "weight_rms", "response_grad_rms", "response_std"):
@@ -61,12 +62,8 @@ def test_packed_seeds_equal_seeds_trained_alone_and_each_resumes(tmp_path, digit
     # The sweep packs the two seeds of ResNet-8 into one program.
     base = tiny_config(digits_data_dir, "sweep.pack=true", steps=50, name="packed")
     points = [GridPoint("residual", 8, 0), GridPoint("residual", 8, 1)]
-    measurement._signals_step.cache_clear()  # the alone runs' measurement is not reused
-    with lowerings() as lowered:
-        summaries = run_sweep(base, points, tmp_path, lambda *_: (lambda event: None), threading.Event())
+    summaries = run_sweep(base, points, tmp_path, lambda *_: (lambda event: None), threading.Event())
     assert [s["status"] for s in summaries] == ["completed", "completed"]
-    # Each packed run is measured by itself, with the one program compiled while the nets initialized.
-    assert [thread for name, thread in lowered if name == "jit(signals)"] == ["resdepth-signals-compile"]
     assert [s["packed_seeds"] for s in summaries] == [2, 2]
     for config, summary in zip(solo, summaries):
         alone, packed = RunDirectory.of(tmp_path, config).path, tmp_path / "packed" / summary["name"]
@@ -120,13 +117,19 @@ def test_vmapped_pack_matches_each_seed_to_float_rounding():
         states.append(state)
     indices = np.stack([rng.permutation(64)[:32] for _ in (0, 1)]).astype(np.int32)
     assert [packing.layout("auto", backend) for backend in ("gpu", "tpu", "cpu")] == ["vmap", "vmap", "tuple"]
-    packed = make_step(config, mesh, "vmap", [graphdef, graphdef])(
-        pack_states_of.pack_states(states, mesh, "vmap"), data, indices)
+    packed, packed_signals = make_step(config, mesh, "vmap", [graphdef, graphdef])(
+        pack_states_of.pack_states(states, mesh, "vmap"), data, indices, jnp.bool_(True))
     assert packed.step.shape == (2,)
     single = steps.make_train_step(config, graphdef, mesh)
     for seed in (0, 1):
-        alone = single(jax.tree.map(lambda x: x.copy(), states[seed]), data, indices[seed])
+        alone, signals = single(jax.tree.map(lambda x: x.copy(), states[seed]), data,
+                                indices[seed], jnp.bool_(True))
         assert max_difference(alone.params, pack_states_of.seed_slice(packed, seed).params) < 1e-5
+        # Each run's layer signals, measured inside the vmapped step, are its own.
+        of_seed = signals_of("vmap", packed_signals, seed)
+        for name, values in signals.items():
+            assert np.all(np.asarray(values) > 0), name
+            np.testing.assert_allclose(of_seed[name], values, rtol=1e-4, err_msg=name)
 
 
 def test_auto_packs_on_tpus_only_and_true_or_false_wins():

@@ -36,13 +36,14 @@ from resdepth.training.session import train_run, train_runs
 from resdepth.training.mesh import make_mesh, replicated
 from resdepth.training.packing import Pack, states as packing
 from resdepth.training.packing.net import packed_graphdef
-from resdepth.training.packing.steps import make_step
+from resdepth.training.packing.steps import make_step, signals_of
 from resdepth.training.step import model_spec
 from resdepth.training.sweep import GridPoint, _pack_groups
 
 from conftest import stop_at, tiny_config
 
 ITERATIONS = 50
+MEASURE = np.bool_(True)  # every iteration records its layer signals, which trains it the same
 
 
 def copied(state):
@@ -79,7 +80,8 @@ def digits(digits_data_dir):
 @pytest.fixture(scope="module")
 def alone(digits):
     """Each run's trajectory alone: (config, graphdef, states before each iteration and after
-    the last, each iteration's summed loss, its batches), keyed (residual, seed)."""
+    the last, each iteration's summed loss, its batches, its layer signals), keyed (residual,
+    seed)."""
     data_dir, mesh, data, size = digits
     runs, train_steps = {}, {}
     for residual, seed in ((True, 0), (True, 1), (False, 0)):
@@ -88,14 +90,15 @@ def alone(digits):
         train = train_steps.setdefault(residual, steps.make_train_step(config, graphdef, mesh))
         order = BatchOrder(seed, size, config.optim.batch_size)
         batches = [order.indices(t).astype(np.int32) for t in range(ITERATIONS)]
-        states, losses = [], []
+        states, losses, signals = [], [], []
         for indices in batches:
             states.append(copied(state))
-            state = train(state, data, indices)
+            state, measured = train(state, data, indices, MEASURE)
             losses.append(float(state.loss_sum))
+            signals.append(measured)
             state = packing.replace_per_seed(state, mesh, loss_sum=[0.0])
         states.append(state)
-        runs[residual, seed] = (config, graphdef, states, losses, batches)
+        runs[residual, seed] = (config, graphdef, states, losses, batches, signals)
     return runs
 
 
@@ -130,12 +133,16 @@ def test_each_run_of_a_pack_gets_its_iteration_alone(digits, alone, layout, iter
     for t in range(iterations):
         packed = packing.pack_states([alone[key][2][t] for key in keys], mesh, layout)
         assert isinstance(packed, packing.ChannelPackedState)
-        packed = train(packed, data, np.stack([alone[key][4][t] for key in keys]))
+        packed, signals = train(packed, data, np.stack([alone[key][4][t] for key in keys]), MEASURE)
         losses = packing.seed_values(packed, "loss_sum")
         for position, key in enumerate(keys):
             want = alone[key][3][t]
             assert abs(losses[position] - want) <= 1e-4 * abs(want), (key, t, losses[position], want)
             if t == 0:
+                # Each lane's layer signals, measured inside the packed step, are its run's.
+                mine = signals_of(layout, signals, position)
+                for name, theirs in alone[key][5][t].items():
+                    np.testing.assert_allclose(mine[name], theirs, rtol=1e-4, err_msg=f"{key} {name}")
                 mine, theirs = packing.seed_slice(packed, position), alone[key][2][1]
                 assert relative_difference(theirs.params, mine.params) < 1e-5, key
                 assert relative_difference(theirs.opt_state, mine.opt_state) < 1e-5, key
@@ -155,7 +162,7 @@ def test_a_pack_of_two_built_from_the_one_resnet_gets_each_runs_first_iteration(
     assert net.nodes[0].type is ResNet  # the root of the packed graph
     packed = packing.pack_states([alone[key][2][0] for key in keys], mesh, "wide")
     train = packed_step(digits, alone, keys, "wide")
-    packed = train(packed, data, np.stack([alone[key][4][0] for key in keys]))
+    packed = train(packed, data, np.stack([alone[key][4][0] for key in keys]), MEASURE)[0]
     losses = packing.seed_values(packed, "loss_sum")
     for position, key in enumerate(keys):
         want = alone[key][3][0]
@@ -181,7 +188,8 @@ def test_packing_and_unpacking_is_exact_and_a_diverged_run_leaves_the_others_alo
         train = packed_step(digits, alone, keys, layout)
         healthy, poisoned = (packing.pack_states(each, mesh, layout) for each in (states, broken))
         for indices in batches[:iterations]:
-            healthy, poisoned = train(healthy, data, indices), train(poisoned, data, indices)
+            healthy = train(healthy, data, indices, MEASURE)[0]
+            poisoned = train(poisoned, data, indices, MEASURE)[0]
         losses = packing.seed_values(poisoned, "loss_sum")
         assert np.all(np.isfinite(losses[:2])) and np.isnan(losses[2]), layout
         assert losses[:2] == packing.seed_values(healthy, "loss_sum")[:2]

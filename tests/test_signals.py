@@ -22,7 +22,7 @@ from resdepth.rundir.record import read_run
 from resdepth.training.mesh import make_mesh
 from resdepth.training.session import train_run
 
-from conftest import tiny_config
+from conftest import lowerings, tiny_config
 
 
 # ------------------------------------------------------------------ an independent net
@@ -111,10 +111,14 @@ def test_logged_signals_equal_jax_grad_of_an_independent_net(tmp_path, digits_da
     config = tiny_config(digits_data_dir, "run.checkpoint_every_steps=9", depth=14,
                          residual=residual, steps=10, name="signals")
     run_dir = RunDirectory.of(tmp_path, config).path
-    assert train_run(config, run_dir, stop=threading.Event())["status"] == "completed"
+    with lowerings() as lowered:
+        assert train_run(config, run_dir, stop=threading.Event())["status"] == "completed"
     rows = signal_rows(run_dir)
     assert [row["type"] for row in rows] == ["layers", "signals", "signals", "signals"]
     assert [row["step"] for row in rows[1:]] == [1, 5, 10]
+    # One training program for the iterations that measure and those that do not, and no other.
+    assert [name for name, _ in lowered if name == "jit(steps)"] == ["jit(steps)"]
+    assert not any("signals" in name for name, _ in lowered)
 
     # The last row: iteration 10's, on its batch and the state before its update (checkpoint 9).
     shutil.rmtree(run_dir / "checkpoints" / "10")

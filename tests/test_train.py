@@ -93,7 +93,7 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, digits_data_dir)
     assert final["status"] == "completed"
 
     assert without_wall(metric_rows(split)) == without_wall(metric_rows(whole))
-    # The layer signals too: iteration 0's row, then one per logging row, none twice.
+    # The layer signals too: iteration 1's row, then one per logging row, none twice.
     signals = (split / "signals.jsonl").read_text()
     assert signals == (whole / "signals.jsonl").read_text() and signals.count('"step": 20,') == 1
     steps_logged = [(r["type"], r["step"]) for r in metric_rows(split)]
@@ -240,7 +240,7 @@ FOUR_DEVICE_SCRIPT = textwrap.dedent("""
         train_step = steps.make_train_step(config, graphdef, mesh)
         for step in range(4):
             indices = _to_global(np.arange(step * 128, step * 128 + 128) % 256, batch_sharded(mesh))
-            state = train_step(state, data, indices)
+            state = train_step(state, data, indices, np.bool_(step == 0))[0]
         assert len(state.params["head"]["kernel"].sharding.device_set) == len(devices)
         leaves = [np.asarray(x) for x in jax.tree.leaves(state.params)]
         results.append({"loss": float(state.loss_sum) / float(state.examples_seen),

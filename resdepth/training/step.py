@@ -197,8 +197,8 @@ def train_iterations(config: ExperimentConfig, graphdef: Any, mesh: Mesh
     `(state, data, indices, measuring) -> (state, signals)`: `indices` int32 are the global
     batches' images, (B,) for one iteration or (k, B) for k in one call (`run.steps_per_call`),
     sharded over `data` on their last axis; the step gathers the images on the devices and
-    augments them there. `measuring` bool, () or (k,), says which iterations record their
-    layer signals (training/signals.py); `signals` holds each iteration's, (k, layers), zeros
+    augments them there. `measuring` bool, (k,) or () for all k alike, says which iterations
+    record their layer signals (training/signals.py); `signals` holds each iteration's, (k, layers), zeros
     where not measured.
     """
     optimizer = make_optimizer(config)
@@ -214,7 +214,8 @@ def train_iterations(config: ExperimentConfig, graphdef: Any, mesh: Mesh
         # Every call is a scan over its iterations, one iteration included (XLA removes a loop
         # of one trip), so 1 or k iterations per call compute bit-identical results.
         if indices.ndim == 1:
-            indices, measuring = indices[None], jnp.reshape(measuring, (1,))
+            indices = indices[None]
+        measuring = jnp.broadcast_to(measuring, indices.shape[:1])  # () stands for every one
         body = lambda carry, xs: step(carry, data, *xs)  # noqa: E731
         return jax.lax.scan(body, state, (indices, measuring))
 

@@ -103,7 +103,8 @@ def make_channel_packed_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh
     def steps(state, data: DeviceDataset, indices: jax.Array, measuring: jax.Array):
         # A scan over the call's iterations, one included, as step.train_iterations.
         if indices.ndim == 2:
-            indices, measuring = indices[:, None], jnp.reshape(measuring, (1,))
+            indices = indices[:, None]
+        measuring = jnp.broadcast_to(measuring, indices.shape[1:2])  # () stands for every one
         body = lambda carry, xs: step(carry, data, *xs)  # noqa: E731
         return jax.lax.scan(body, state, (jnp.swapaxes(indices, 0, 1), measuring))
 
