@@ -1,25 +1,24 @@
 """What recording the layer signals costs a sweep: `python -m benchmarks.signals_cost`.
 
 Runs the same `resdepth sweep` in fresh processes, two per round, side by side: as it is, and
-with the training loop's `_signals` (the one place signals are measured, at iteration 0 and at
-every logging row) and `_signals_ahead` (which compiles the measurement while the nets
-initialize) replaced by no-ops, which leaves exactly the training of before signals existed.
-The order alternates from round to round, so the machine's other load falls on both alike. The
-persistent compilation cache is off (RESDEPTH_COMPILATION_CACHE=0): both pay every compile, as
-a user's first sweep does. The figure is the ratio of the medians of the wall times, each the
-whole command's. Each sweep also reports the seconds it spent in the loop's phases, summed over
-its runs (opening the runs, initializing the nets, waiting for the measurement's compile,
-measuring, training), and the end their medians: where a difference comes from. `--in-order`
-adds a third variant, signals whose program compiles at the first row on the main thread as it
-did before the loop compiled it ahead.
+without signals: the responses untapped (training/signals.py `sinks` gives none, so the net
+runs as `network.ResNet` did before signals existed, and `step_signals` gives nothing) and the
+loop's `_signals` (which writes the rows) a no-op, which leaves exactly the training step and
+loop of before signals existed. The order alternates from round to round, so the machine's
+other load falls on both alike. The persistent compilation cache is off
+(RESDEPTH_COMPILATION_CACHE=0): both pay every compile, as a user's first sweep does. The
+figure is the ratio of the medians of the wall times, each the whole command's. Each sweep also
+reports the seconds it spent in the loop's phases, summed over its runs (opening the runs,
+initializing the nets, writing the rows, training), and the end their medians: where a
+difference comes from.
 
 The default is `make demo`'s grid (plain and residual 20 and 56 on the digits) at the default
-logging interval of the config (`run.log_every_steps` = 100): signals are measured at
-iteration 0 and at every logging row, so `--log-every 10` shows the demo's own setting. The
-measurement's cost is one compile per net, about as long as the training step's but made on a
-second thread while the net initializes (training/ahead.py), plus one forward and backward pass
-per logging row, so its share falls with the run's length: `--steps` lengthens the runs (the
-sweep scales the learning-rate drops with them), `--depths` and `--arch` narrow the grid.
+logging interval of the config (`run.log_every_steps` = 100); `--log-every 10` is the demo's
+own setting. The step measures the signals itself on the iterations that record a row (the
+first, each logging row's, the last), inside `lax.cond`s: the cost is what those conditionals
+add to every iteration and to the step's compile, and the reductions on the measured
+iterations. `--steps` lengthens the runs (the sweep scales the learning-rate drops with them),
+`--depths` and `--arch` narrow the grid.
 `--experiment cifar10 --mock-examples 2560 --steps 300` times the study's own sweep (CIFAR-10's
 nets, batch and augmentation, its logging interval) on random images of CIFAR-10's shapes,
 shortened: the fixed cost weighs more in it than in the 64,000 iterations of a real run.
@@ -37,10 +36,11 @@ import tempfile
 import time
 from pathlib import Path
 
-# The measurement as before training/ahead.py: its program compiles at the first row.
-IN_ORDER = ("from resdepth.training import loop; "
-            "loop._signals_ahead = lambda *arguments: loop.Ahead(lambda: None); ")
-NO_SIGNALS = IN_ORDER + "loop._Session._signals = lambda self: None; "
+# Training as before signals existed: no taps in the net, no measurement, no rows.
+NO_SIGNALS = ("from resdepth.training import loop, signals; "
+              "signals.sinks = lambda model, measuring: None; "
+              "signals.step_signals = lambda *arguments: {}; "
+              "loop._Session._signals = lambda self, *arguments: None; ")
 SWEEP = "import sys; from resdepth.cli.app import app; sys.argv[0] = 'resdepth'; app()"
 # Seconds the sweep spends in the loop's phases, summed over its runs, written as JSON to the
 # file PHASES_FILE names when the process exits. "training" includes the rows written during it
@@ -62,7 +62,7 @@ def _timed(owner, name, label):
     setattr(owner, name, timed)
 for _owner, _name, _label in (
         (loop, "_open_session", "opening"), (loop, "build_model", "initializing"),
-        (loop.Ahead, "wait", "waiting for the compile"), (loop._Session, "_signals", "signals rows"),
+        (loop._Session, "_signals", "signals rows"),
         (loop._Session, "train", "training")):
     _timed(_owner, _name, _label)
 """ + f"""
@@ -84,8 +84,7 @@ _mock_data.__enter__()
 
 
 # What each variant runs before the sweep, and whether its runs measure signals.
-VARIANTS = {"without signals": (NO_SIGNALS, False), "with signals": ("", True),
-            "in order": (IN_ORDER, True)}
+VARIANTS = {"without signals": (NO_SIGNALS, False), "with signals": ("", True)}
 
 
 def timed_sweep(variant: str, arguments: list[str], mock_examples: int = 0
@@ -123,15 +122,12 @@ def main() -> None:
     parser.add_argument("--mock-examples", type=int, default=0,
                         help="serve the experiment's dataset from tfds.testing.mock_data with "
                              "this many random examples per split (CIFAR-10 offline)")
-    parser.add_argument("--in-order", action="store_true",
-                        help="also a third variant: signals whose program compiles at the first "
-                             "row instead of while the nets initialize")
     args = parser.parse_args()
     arguments = ["--experiment", args.experiment, "--set", f"run.log_every_steps={args.log_every}"]
     for option, value in (("--steps", args.steps), ("--depths", args.depths), ("--arch", args.arch)):
         if value:
             arguments += [option, str(value)]
-    variants = list(VARIANTS) if args.in_order else list(VARIANTS)[:2]
+    variants = list(VARIANTS)
     data = f"; {args.mock_examples} mock examples per split" if args.mock_examples else ""
     print(f"sweep {' '.join(arguments)}; compilation cache off; {args.rounds} rounds{data}",
           flush=True)

@@ -54,8 +54,9 @@ def marked_rows(run: RunRecord) -> list[tuple[int, str]]:
     after each learning-rate drop (optim.lr_boundaries_steps, under the "steps" schedule) and
     the last. A row picked twice is drawn once, its label naming both reasons.
 
-    "After" is strictly later: the row at step S holds the state after S iterations, measured
-    on the batch of iteration S + 1, the first at the new rate, so it shows none of its effect.
+    "After" means a row whose state has taken an update at the new rate: the row at step S
+    is iteration S's own, on the state after S - 1 iterations, so after a change at iteration
+    b (the last at the old rate) the first such row is one with S > b + 1.
     """
     steps = run.signals.steps
     optim = run.config.get("optim", {})
@@ -67,7 +68,7 @@ def marked_rows(run: RunRecord) -> list[tuple[int, str]]:
                     in enumerate(optim.get("lr_boundaries_steps") or (), start=1)]
     reasons: dict[int, list[str]] = {0: ["first"]}
     for boundary, what in sorted(changes, key=lambda change: change[0]):
-        row = next((index for index, step in enumerate(steps) if step > boundary), None)
+        row = next((index for index, step in enumerate(steps) if step > boundary + 1), None)
         if row is not None:
             reasons.setdefault(row, []).append(f"after {what}")
     reasons.setdefault(len(steps) - 1, []).append("last")

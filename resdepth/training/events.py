@@ -18,8 +18,8 @@ class Event:
       evaluated the "eval" event comes first and the "train" event after it (metrics.jsonl keeps
       the train row first), so a display can show a train row beside the test error of the
       same iteration
-    - "signals": a signals.jsonl row (rundir/signals.py), measured on the state after `step`
-      iterations; data: weighted, responses (the layer names, in network order),
+    - "signals": a signals.jsonl row (rundir/signals.py), measured by iteration `step` on the
+      state before its update; data: weighted, responses (the layer names, in network order),
       weight_grad_rms, weight_rms (one float per weighted layer), response_grad_rms,
       response_std (one per 3x3 layer); None where a value was not finite. TensorBoard writes
       it (training/tensorboard_log.py); the console shows nothing of it

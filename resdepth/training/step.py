@@ -1,6 +1,8 @@
 """The pure, compiled training and evaluation steps, data-parallel over a device mesh.
 
-`train_step(state, batch_indices) -> (state, None)` is one SGD iteration on one global batch.
+`train_step(state, data, batch_indices, measuring) -> (state, signals)` is one SGD iteration
+on one global batch (or k in one call); on the iterations `measuring` names it also records its
+layer signals (training/signals.py), through the same compiled program.
 It is jitted once with the state donated; the batch is split over the mesh's `data` axis with a
 named sharding while parameters and optimizer state are replicated. BatchNorm statistics are
 means over the batch axis of a globally sharded array, so XLA computes them over the global
@@ -110,19 +112,6 @@ def init_state(config: ExperimentConfig, model: nnx.Module, mesh: Mesh) -> tuple
     graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     return graphdef, jax.device_put(_fresh_state(config, params, batch_stats, mesh),
                                     replicated(mesh))
-
-
-def abstract_state(config: ExperimentConfig, model: nnx.Module, mesh: Mesh
-                   ) -> tuple[Any, TrainState]:
-    """`init_state`'s (graphdef, state) for an abstract model (network.abstract_model), the
-    state's leaves jax.ShapeDtypeStruct with their replicated sharding: what a program taking
-    the state can be compiled for before the net is initialized."""
-    graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-    shapes = jax.eval_shape(lambda p, b: _fresh_state(config, p, b, mesh), params, batch_stats)
-    everywhere = replicated(mesh)
-    return graphdef, jax.tree.map(
-        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=everywhere,
-                                          weak_type=leaf.weak_type), shapes)
 
 
 def _fresh_state(config: ExperimentConfig, params: Any, batch_stats: Any, mesh: Mesh) -> TrainState:
