@@ -30,7 +30,7 @@ from resdepth.dataset_facts import BlockKind
 from resdepth.choices import COMPUTE_DTYPES
 from resdepth.models.architectures import StagePlan, stage_plan
 from resdepth.models.cpu_conv import KEEP_CONV_OUTPUTS, conv_function, cpu_conv
-from resdepth.models.observe import observe
+from resdepth.models.observe import lane_moments, observe
 from resdepth.runtime.backend import current_backend
 
 Shortcut = Literal["A", "B", "C"]  # choices.SHORTCUTS, as a type
@@ -211,9 +211,9 @@ class ConvBN(nnx.Module):
 
 
 def response_moments(y: jax.Array) -> jax.Array:
-    """(mean, mean of squares) of a layer response, shape (2,), float32, for Figure 7."""
-    y = y.astype(jnp.float32)
-    return jnp.stack([jnp.mean(y), jnp.mean(jnp.square(y))])
+    """(mean, mean of squares) of a layer response over all its elements, shape (2,),
+    float32, for Figure 7."""
+    return lane_moments(y, 1)[0]
 
 
 def zero_pad_shortcut(x: jax.Array, stride: int, out_features: int, lanes: int = 1) -> jax.Array:

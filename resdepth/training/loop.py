@@ -47,7 +47,7 @@ from resdepth.rundir.metrics import MetricsLog
 from resdepth.rundir.signals import SignalsLog
 from resdepth.rundir.summary import Summary
 from resdepth.training import step as steps
-from resdepth.training.signals import layer_names, measured
+from resdepth.training.signals import layer_names, measured_steps
 from resdepth.training.events import Event, EventSink
 from resdepth.training.mesh import host_value, make_mesh
 from resdepth.training.sources import make_source
@@ -356,10 +356,10 @@ class _Session:
     def _signals(self, signals: Any, before: int) -> None:
         """A signals.jsonl row per active run for each iteration of the call that trained
         iterations before + 1 .. self.step and measured its layer signals (training/signals.py
-        `measured`), sent as a "signals" event; `signals` is what the trainer's call returned."""
-        every = self.config.run.log_every_steps
-        rows = [(offset, step) for offset, step in enumerate(range(before + 1, self.step + 1))
-                if measured(step, every, self.total)]
+        `measured_steps`), sent as a "signals" event; `signals` is what the trainer's call
+        returned."""
+        flags = measured_steps(self.config, before, self.step - before)
+        rows = [(offset, before + 1 + offset) for offset, flag in enumerate(flags) if flag]
         if not rows:  # nothing to read: the call's outputs are never waited for
             return
         for position, run in enumerate(self.runs):

@@ -23,7 +23,7 @@ iterations only, so the one compiled step serves every iteration. For S nets sid
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -115,7 +115,27 @@ def sinks(model: nnx.Module, measuring: jax.Array) -> list[jax.Array]:
     return [jnp.full(shape, flag) for shape in model.sink_shapes()]
 
 
-QUANTITIES = ("weight_grad_rms", "weight_rms", "response_grad_rms", "response_std")
+def train_gradients(model: nnx.Module, images: jax.Array,
+                    loss_of: Callable[[jax.Array], tuple[jax.Array, Any]], measuring: jax.Array
+                    ) -> tuple[Any, Any, dict[str, jax.Array]]:
+    """The gradient a training step takes, and its layer signals where `measuring` (bool ()).
+
+    `model` (network.ResNet, one net or S lanes) runs in training mode on `images` with its
+    responses tapped; `loss_of(logits) -> (loss, aux)` makes the loss it differentiates.
+    Returns (aux, the loss's gradient with respect to the Param state, `step_signals`: float32
+    (lanes, layers) per quantity). Traced, not jitted.
+    """
+    params = nnx.state(model, nnx.Param)
+
+    def loss_fn(model: nnx.Module, taps: list[jax.Array]) -> tuple[jax.Array, tuple[Any, Any]]:
+        logits, moments = model.forward_with_responses(images, train=True, sinks=taps)
+        loss, aux = loss_of(logits)
+        return loss, (aux, moments)
+
+    grad_fn = nnx.value_and_grad(loss_fn, argnums=(nnx.DiffState(0, nnx.Param), 1), has_aux=True)
+    (_, (aux, moments)), (grads, tap_grads) = grad_fn(model, sinks(model, measuring))
+    return aux, grads, step_signals(measuring, params, grads, tap_grads, moments,
+                                    images.shape[0], model.lanes)
 
 
 def step_signals(measuring: jax.Array, params: Any, grads: Any, sink_grads: list[jax.Array],

@@ -187,8 +187,8 @@ def train_iterations(config: ExperimentConfig, graphdef: Any, mesh: Mesh
     batches' images, (B,) for one iteration or (k, B) for k in one call (`run.steps_per_call`),
     sharded over `data` on their last axis; the step gathers the images on the devices and
     augments them there. `measuring` bool, (k,) or () for all k alike, says which iterations
-    record their layer signals (training/signals.py); `signals` holds each iteration's, (k, layers), zeros
-    where not measured.
+    record their layer signals (training/signals.py); `signals` holds each iteration's,
+    (k, layers) per quantity, zeros where not measured.
     """
     optimizer = make_optimizer(config)
     batch = training_batch(Augmentation.of(config), mesh)
@@ -230,26 +230,21 @@ def make_batch_step(config: ExperimentConfig, graphdef: Any
 
 def apply_gradients(config: ExperimentConfig, graphdef: Any, optimizer: optax.GradientTransformation,
                     state: TrainState, images: jax.Array, labels: jax.Array,
-                    measuring: jax.Array | None) -> tuple[TrainState, dict[str, jax.Array]]:
+                    measuring: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
     """One SGD iteration on float images (B, H, W, C) and int labels (B,); traced, not jitted.
 
     Returns the new state and, where `measuring` (bool ()), the layer signals of this
-    iteration (training/signals.py: float32 (layers,) per quantity, zeros otherwise); with
-    `measuring` None the responses are not tapped at all and the signals are {}.
+    iteration (training/signals.py: float32 (layers,) per quantity, zeros otherwise).
     """
     model = nnx.merge(graphdef, state.params, state.batch_stats)
-    taps = None if measuring is None else layer_signals.sinks(model, measuring)
 
-    def loss_fn(model, taps):
-        logits, moments = model.forward_with_responses(images, train=True, sinks=taps)
+    def loss_of(logits: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-        return jnp.mean(losses), (losses, logits, moments)
+        return jnp.mean(losses), (losses, logits)
 
-    grad_fn = nnx.value_and_grad(loss_fn, argnums=(nnx.DiffState(0, nnx.Param), 1), has_aux=True)
-    (_, (losses, logits, moments)), (grads, tap_grads) = grad_fn(model, taps)
-    signals = {} if measuring is None else {
-        name: values[0] for name, values in layer_signals.step_signals(
-            measuring, state.params, grads, tap_grads, moments, labels.shape[0], 1).items()}
+    (losses, logits), grads, lanes = layer_signals.train_gradients(model, images, loss_of,
+                                                                   measuring)
+    signals = {name: values[0] for name, values in lanes.items()}  # one net: one lane
     rate = learning_rate(config, state.step, state.warmup_active, state.lr_scale)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = jax.tree.map(lambda p, u: p - rate * u, state.params, updates)

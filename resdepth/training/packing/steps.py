@@ -70,18 +70,12 @@ def make_channel_packed_step(config: ExperimentConfig, graphdef: Any, mesh: Mesh
         labels = jnp.stack(labels, axis=1)  # (B, S)
         model = nnx.merge(graphdef, state.params, state.batch_stats)
 
-        def loss_fn(model, taps):
-            # logits (B, S, classes)
-            logits, moments = model.forward_with_responses(images, train=True, sinks=taps)
+        def loss_of(logits):  # logits (B, S, classes)
             losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)  # (B, S)
-            return jnp.sum(jnp.mean(losses, axis=0)), (losses, logits, moments)
+            return jnp.sum(jnp.mean(losses, axis=0)), (losses, logits)
 
-        grad_fn = nnx.value_and_grad(loss_fn, argnums=(nnx.DiffState(0, nnx.Param), 1),
-                                     has_aux=True)
-        taps = layer_signals.sinks(model, measuring)
-        (_, (losses, logits, moments)), (grads, tap_grads) = grad_fn(model, taps)
-        signals = layer_signals.step_signals(measuring, state.params, grads, tap_grads, moments,
-                                             labels.shape[0], runs)
+        (losses, logits), grads, signals = layer_signals.train_gradients(model, images, loss_of,
+                                                                         measuring)
         rate = learning_rate(config, state.step, state.warmup_active, state.lr_scale)  # (S,)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = jax.tree.map(lambda p, u: p - per_run(rate, p.shape[-1]) * u,
