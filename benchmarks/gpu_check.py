@@ -54,6 +54,7 @@ from resdepth.training.sweep import expand_grid
 
 from benchmarks.train_setup import Unmeasured
 from benchmarks.unrolled_stages import unrolled_stages
+from benchmarks.untapped import untapped as untapped_step
 
 BATCH = 128
 
@@ -144,12 +145,14 @@ def calls_per_round(seconds_per_call: float, round_s: float, most: int = 1000) -
 
 def measure(depth: int, dtype: str, seeds: int, iterations: int | None, per_call: int,
             remat: bool = False, rounds: int = 1, round_s: float = 1.0,
-            unrolled: bool = False) -> Measurement:
+            unrolled: bool = False, untapped: bool = False) -> Measurement:
     """Images/s of `seeds` packed seeds (1: alone): after one warm call (the compilation),
     `rounds` timed rounds of `iterations` iterations each, or where `iterations` is None of
     enough calls to last about `round_s` seconds; the median round. `unrolled`: the stages
-    traced without their scans (compile_s then grows with depth)."""
-    with unrolled_stages() if unrolled else contextlib.nullcontext():
+    traced without their scans (compile_s then grows with depth); `untapped`: the step without
+    the layer signals' taps (benchmarks/untapped.py)."""
+    with (unrolled_stages() if unrolled else contextlib.nullcontext(),
+          untapped_step() if untapped else contextlib.nullcontext()):
         return _measure(depth, dtype, seeds, iterations, per_call, remat, rounds, round_s)
 
 
@@ -279,6 +282,9 @@ def main() -> None:
     parser.add_argument("--unrolled-stages", action="store_true",
                         help="trace the stages without their scans (no while loops; compile time "
                              "grows with depth)")
+    parser.add_argument("--untapped", action="store_true",
+                        help="the step without the layer signals' taps, as before signals "
+                             "existed (benchmarks/untapped.py): what their conditionals cost")
     parser.add_argument("--smoke", action="store_true",
                         help="CPU smoke test: ResNet-8 and 14, tf32, 2 packed seeds, one iteration")
     args = parser.parse_args()
@@ -297,6 +303,7 @@ def main() -> None:
           f"jax {jax.__version__}, batch {BATCH}, median of {args.rounds} {timing}, "
           f"{per_call} iterations per call"
           + (", stages unrolled (no scan)" if args.unrolled_stages else "")
+          + (", untapped (no layer signals)" if args.untapped else "")
           + (f"; XLA_FLAGS {xla_flags}" if xla_flags else ""), flush=True)
     started = time.perf_counter()
     memory: dict[bool, int | None] = {True: None, False: None}
@@ -314,6 +321,7 @@ def main() -> None:
         document = {"device_kind": device.device_kind, "backend": jax.default_backend(),
                     "devices": len(jax.devices()), "jax": jax.__version__, "batch": BATCH,
                     "xla_flags": xla_flags, "unrolled_stages": args.unrolled_stages,
+                    "untapped": args.untapped,
                     "rounds": args.rounds, "round_s": args.round_s, "steps": args.steps,
                     "steps_per_call": per_call,
                     "table6_compute_dtype": TABLE6_DTYPE, "table6_runs": TABLE6_RUNS,
@@ -332,7 +340,8 @@ def main() -> None:
         else:
             try:
                 measured = measure(depth, dtype, seeds, args.steps, per_call, rounds=args.rounds,
-                                   round_s=args.round_s, unrolled=args.unrolled_stages)
+                                   round_s=args.round_s, unrolled=args.unrolled_stages,
+                                   untapped=args.untapped)
             except Exception as error:  # out of memory, an XLA flag that breaks a compile: noted
                 message = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
                 measured = Measurement(depth, dtype, seeds,

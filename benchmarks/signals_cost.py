@@ -1,9 +1,8 @@
 """What recording the layer signals costs a sweep: `python -m benchmarks.signals_cost`.
 
 Runs the same `resdepth sweep` in fresh processes, two per round, side by side: as it is, and
-without signals: the responses untapped (training/signals.py `sinks` gives none, so the net
-runs as `network.ResNet` did before signals existed, and `step_signals` gives nothing) and the
-loop's `_signals` (which writes the rows) a no-op, which leaves exactly the training step and
+without signals: the step untapped (benchmarks/untapped.py: the net's responses are not
+tapped and nothing is measured) and the loop's `_signals` (which writes the rows) a no-op, which leaves exactly the training step and
 loop of before signals existed. The order alternates from round to round, so the machine's
 other load falls on both alike. The persistent compilation cache is off
 (RESDEPTH_COMPILATION_CACHE=0): both pay every compile, as a user's first sweep does. The
@@ -37,9 +36,8 @@ import time
 from pathlib import Path
 
 # Training as before signals existed: no taps in the net, no measurement, no rows.
-NO_SIGNALS = ("from resdepth.training import loop, signals; "
-              "signals.sinks = lambda model, measuring: None; "
-              "signals.step_signals = lambda *arguments: {}; "
+NO_SIGNALS = ("from benchmarks.untapped import untap; untap(); "
+              "from resdepth.training import loop; "
               "loop._Session._signals = lambda self, *arguments: None; ")
 SWEEP = "import sys; from resdepth.cli.app import app; sys.argv[0] = 'resdepth'; app()"
 # Seconds the sweep spends in the loop's phases, summed over its runs, written as JSON to the

@@ -16,6 +16,8 @@ XLA_FLAGS once, when its backend starts):
   conv-fusion           --xla_gpu_experimental_enable_conv_fusion=true: convolutions as cuDNN
                         fusions, which command buffers take
   conv-fusion+cb-while  both: the only one under which a scanned stage can be one CUDA graph
+  untapped              the step without the layer signals' taps (benchmarks/untapped.py), as
+                        before signals existed: what the conditionals in every block cost
   unrolled              stages unrolled (no scan, benchmarks/unrolled_stages.py), depths up to
                         110; its compile time is printed beside
   autotune-0            (only when asked for) --xla_gpu_autotune_level=0: cuDNN's heuristic
@@ -28,7 +30,7 @@ every variant's flags are tried in a child process on the CPU (resdepth/runtime/
 XLA aborts on a flag it does not know); a variant the running jaxlib refuses is skipped with
 one line, and the options XLA holds under the others (the command buffer kinds in force) are
 printed and kept. Off a GPU the variants of XLA:GPU flags are skipped too (they would time the
-default again); `unrolled` runs anywhere.
+default again); `untapped` and `unrolled` run anywhere.
 
 `--baseline-json PATH` takes the default from a gpu_check.py JSON measured in the same sitting
 with no XLA_FLAGS of its own (the device plan's precision run) and adopts its rounds, round
@@ -78,6 +80,7 @@ class Variant:
     name: str
     flags: tuple[str, ...] = ()  # added to XLA_FLAGS
     unrolled: bool = False  # stages traced without their scans
+    untapped: bool = False  # the step without the layer signals' taps (benchmarks/untapped.py)
     max_depth: int | None = None  # deeper nets are not measured
     gpu_only: bool = True  # it changes only what XLA:GPU does
     grace_s: float = 45  # how long past its share a variant runs before it is stopped
@@ -93,12 +96,14 @@ VARIANTS = {variant.name: variant for variant in (
     Variant("conv-fusion", CONV_FUSION, why="convolutions as cuDNN fusions, which command buffers take"),
     Variant("conv-fusion+cb-while", CONV_FUSION + WHILE_COMMAND_BUFFERS,
             why="both: a scanned stage can become one CUDA graph"),
+    Variant("untapped", untapped=True, gpu_only=False,
+            why="the step without the layer signals' taps: what their conditionals cost"),
     Variant("unrolled", unrolled=True, max_depth=110, gpu_only=False, grace_s=90,
             why="stages unrolled: no while loops, a program that grows with depth"),
     Variant("autotune-0", ("--xla_gpu_autotune_level=0",),
             why="no autotuning: cuDNN's heuristic convolution algorithms"),
 )}
-DEFAULT_VARIANTS = "default,cb-off,cb-while,conv-fusion,unrolled,conv-fusion+cb-while"
+DEFAULT_VARIANTS = "default,untapped,cb-off,cb-while,conv-fusion,unrolled,conv-fusion+cb-while"
 
 
 def child_command(variant: Variant, depths: list[int], dtypes: list[str], settings: dict[str, Any],
@@ -114,6 +119,8 @@ def child_command(variant: Variant, depths: list[int], dtypes: list[str], settin
         command += ["--steps", str(settings["steps"])]
     if variant.unrolled:
         command.append("--unrolled-stages")
+    if variant.untapped:
+        command.append("--untapped")
     return command
 
 

@@ -97,6 +97,35 @@ def test_unrolled_stages_leave_no_while_loop_and_the_scan_returns_after():
     assert "stablehlo.while" not in unrolled and "stablehlo.while" in program()
 
 
+def test_the_untapped_variant_traces_the_step_without_the_signals_conditionals(tmp_path):
+    """benchmarks/untapped.py: the step as before signals existed (no `case` anywhere), for the
+    variant that measures what the taps cost; the taps come back after the block."""
+    from benchmarks.untapped import untapped
+    from resdepth.config import load_config, parse_override
+    from resdepth.training import step as steps
+    from resdepth.training.mesh import make_mesh
+
+    config = load_config("digits", [parse_override("model.depth=14")])
+    mesh = make_mesh()
+    model = nnx.eval_shape(lambda: ResNet(ModelSpec(depth=14), rngs=nnx.Rngs(0), in_channels=1))
+    graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+    fresh = jax.eval_shape(lambda p, b: steps._fresh_state(config, p, b, mesh), params, batch_stats)
+    data = steps.DeviceDataset(jax.ShapeDtypeStruct((64, 8, 8, 1), jnp.uint8),
+                               jax.ShapeDtypeStruct((64,), jnp.int32),
+                               jax.ShapeDtypeStruct((8, 8, 1), jnp.float32))
+    arguments = (fresh, data, jax.ShapeDtypeStruct((32,), jnp.int32), jnp.bool_(False))
+
+    def program() -> str:  # a new function each time: JAX reuses the trace of one it has seen
+        return jax.jit(steps.train_iterations(config, graphdef, mesh)).lower(*arguments).as_text()
+
+    with untapped():
+        plain = program()
+    assert "stablehlo.case" not in plain and "stablehlo.case" in program()
+    command = child_command(VARIANTS["untapped"], [20], ["tf32"], {"rounds": 1, "round_s": 1,
+                            "steps_per_call": 1}, 10, tmp_path / "u.json")
+    assert command[-1] == "--untapped" and "untapped" in DEFAULT_VARIANTS
+
+
 def test_a_part_streams_its_output_and_is_stopped_with_its_children_at_its_cap(capsys):
     code = ("import subprocess, sys, time\nprint('first', flush=True)\n"
             "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\ntime.sleep(60)")
