@@ -26,6 +26,7 @@ shortened: the fixed cost weighs more in it than in the 64,000 iterations of a r
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import statistics
@@ -85,10 +86,11 @@ _mock_data.__enter__()
 VARIANTS = {"without signals": (NO_SIGNALS, False), "with signals": ("", True)}
 
 
-def timed_sweep(variant: str, arguments: list[str], mock_examples: int = 0
-                ) -> tuple[float, dict[str, float]]:
+def timed_sweep(variant: str, arguments: list[str], mock_examples: int = 0,
+                core: int | None = None) -> tuple[float, dict[str, float]]:
     """(seconds, seconds by phase) of one sweep in a fresh process, into a folder of its own;
-    `mock_examples` > 0: on that many mock examples per split (MOCK_DATA)."""
+    `mock_examples` > 0: on that many mock examples per split (MOCK_DATA); `core`: the process
+    pinned to that CPU core."""
     prelude, signals = VARIANTS[variant]
     if mock_examples:
         prelude = MOCK_DATA.format(examples=mock_examples) + prelude
@@ -97,8 +99,10 @@ def timed_sweep(variant: str, arguments: list[str], mock_examples: int = 0
         phases_file = Path(out) / "phases.json"
         env = {**os.environ, "RESDEPTH_COMPILATION_CACHE": "0", PHASES_FILE: str(phases_file)}
         start = time.perf_counter()
+        pin = None if core is None else (lambda: os.sched_setaffinity(0, {core}))
         subprocess.run([sys.executable, "-c", code, "sweep", *arguments, "--out", out],
-                       check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                       check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       preexec_fn=pin)
         elapsed = time.perf_counter() - start
         phases = json.loads(phases_file.read_text())
         # Every variant writes signals.jsonl's "layers" row at the start; not all measure.
@@ -120,6 +124,10 @@ def main() -> None:
     parser.add_argument("--mock-examples", type=int, default=0,
                         help="serve the experiment's dataset from tfds.testing.mock_data with "
                              "this many random examples per split (CIFAR-10 offline)")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="run the two variants of a round at once, each pinned to a core of "
+                             "its own (swapped from round to round), so both see the same moments "
+                             "of the machine's other load")
     args = parser.parse_args()
     arguments = ["--experiment", args.experiment, "--set", f"run.log_every_steps={args.log_every}"]
     for option, value in (("--steps", args.steps), ("--depths", args.depths), ("--arch", args.arch)):
@@ -132,13 +140,21 @@ def main() -> None:
     times: dict[str, list[float]] = {variant: [] for variant in variants}
     phases: dict[str, list[dict[str, float]]] = {variant: [] for variant in variants}
     for round_number in range(args.rounds):
-        for variant in variants if round_number % 2 == 0 else variants[::-1]:
-            load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
-            seconds, parts = timed_sweep(variant, arguments, args.mock_examples)
+        order = variants if round_number % 2 == 0 else variants[::-1]
+        load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
+        if args.side_by_side:
+            with concurrent.futures.ThreadPoolExecutor(len(order)) as pool:
+                futures = [pool.submit(timed_sweep, variant, arguments, args.mock_examples, core)
+                           for core, variant in enumerate(order)]
+                results = [future.result() for future in futures]
+        else:
+            results = [timed_sweep(variant, arguments, args.mock_examples) for variant in order]
+        for core, (variant, (seconds, parts)) in enumerate(zip(order, results)):
             times[variant].append(seconds)
             phases[variant].append(parts)
-            print(f"round {round_number + 1} {variant}: {seconds:.1f} s (load average before: "
-                  f"{load}); " + ", ".join(f"{name} {value:.1f} s" for name, value in parts.items()),
+            where = f"core {core}, beside the other" if args.side_by_side else "alone"
+            print(f"round {round_number + 1} {variant} ({where}): {seconds:.1f} s (load average "
+                  f"before: {load}); " + ", ".join(f"{name} {value:.1f} s" for name, value in parts.items()),
                   flush=True)
     without = statistics.median(times[variants[0]])
     for variant in variants:
