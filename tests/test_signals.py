@@ -219,25 +219,19 @@ def test_a_streamed_source_measures_the_iterations_that_record_signals():
 
 
 def test_a_tap_passes_the_response_through_and_measures_each_lane_only_when_told():
-    """models/observe.py on a response of 2 lanes: y itself forward and dL/dy backward, and
-    per lane the moments of y and the mean of (dL/dy)^2, or zeros on an unmeasured iteration."""
-    from resdepth.models.observe import observe
+    """models/observe.py on a response of 2 lanes: y itself forward and dL/dy backward, and as
+    the sink's gradient per lane the mean of (dL/dy)^2 and the moments of y, or zeros on an
+    unmeasured iteration."""
+    from resdepth.models.observe import MEASURES, observe
 
     y = jax.random.normal(jax.random.key(0), (4, 3, 3, 2 * 5))
     weights = jax.random.normal(jax.random.key(1), y.shape)
-
-    def loss(y, sink):
-        tapped, moments = observe(y, sink)
-        return jnp.sum(weights * tapped ** 2), moments
+    loss = lambda y, sink: jnp.sum(weights * observe(y, sink) ** 2)  # noqa: E731
 
     for flag in (1.0, 0.0):
-        (value, moments), (dy, dsink) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
-            y, jnp.full((2,), flag))
+        value, (dy, dsink) = jax.value_and_grad(loss, argnums=(0, 1))(y, jnp.full((2, MEASURES), flag))
         assert value == jnp.sum(weights * y ** 2)
         np.testing.assert_array_equal(dy, 2 * weights * y)
-        lanes = [y[..., :5], y[..., 5:]]
-        grads = [(2 * weights * y)[..., :5], (2 * weights * y)[..., 5:]]
-        want_moments = [[jnp.mean(lane), jnp.mean(lane ** 2)] for lane in lanes]
-        want_grads = [jnp.mean(g ** 2) for g in grads]
-        np.testing.assert_allclose(moments, np.array(want_moments) * flag, rtol=1e-6)
-        np.testing.assert_allclose(dsink, np.array(want_grads) * flag, rtol=1e-6)
+        lanes, grads = (y[..., :5], y[..., 5:]), ((2 * weights * y)[..., :5], (2 * weights * y)[..., 5:])
+        want = [[jnp.mean(g ** 2), jnp.mean(lane), jnp.mean(lane ** 2)] for lane, g in zip(lanes, grads)]
+        np.testing.assert_allclose(dsink, np.array(want) * flag, rtol=1e-6)

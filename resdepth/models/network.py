@@ -30,7 +30,7 @@ from resdepth.dataset_facts import BlockKind
 from resdepth.choices import COMPUTE_DTYPES
 from resdepth.models.architectures import StagePlan, stage_plan
 from resdepth.models.cpu_conv import KEEP_CONV_OUTPUTS, conv_function, cpu_conv
-from resdepth.models.observe import lane_moments, observe
+from resdepth.models.observe import MEASURES, lane_moments, observe
 from resdepth.runtime.backend import current_backend
 
 Shortcut = Literal["A", "B", "C"]  # choices.SHORTCUTS, as a type
@@ -237,9 +237,9 @@ class Block(nnx.Module):
 
     `__call__` maps (batch, H, W, in_features) to (batch, H/stride, W/stride, out_features) and
     also returns the moments of each 3x3 conv's BN output, shape (number of 3x3 convs, 2).
-    With `sinks`, (number of 3x3 convs, lanes), each of those outputs is tapped instead
-    (models/observe.py): the moments are per lane, (number of 3x3 convs, lanes, 2), and zeros
-    on iterations that are not measured (training/signals.py).
+    With `sinks`, (number of 3x3 convs, lanes, observe.MEASURES), each of those outputs is
+    tapped instead (models/observe.py), whose gradients carry the measures, and the moments
+    are None (training/signals.py).
     `lanes`: per lane whether it is residual, for S nets side by side (Lanes); None: one net.
     """
 
@@ -281,7 +281,7 @@ class Block(nnx.Module):
                            if project else None)
 
     def __call__(self, x: jax.Array, train: bool, sinks: jax.Array | None = None
-                 ) -> tuple[jax.Array, jax.Array]:
+                 ) -> tuple[jax.Array, jax.Array | None]:
         y, moments = x, []
         for index, layer in enumerate(self.layers):
             y = layer(y, train)
@@ -289,8 +289,7 @@ class Block(nnx.Module):
                 if sinks is None:
                     moments.append(response_moments(y))
                 else:
-                    y, observed = observe(y, sinks[len(moments)])
-                    moments.append(observed)
+                    y = observe(y, sinks[self.response_layers.index(index)])
             if index < len(self.layers) - 1:
                 y = nnx.relu(y)
         if self.residual:
@@ -303,7 +302,7 @@ class Block(nnx.Module):
                 y = added
             else:  # a 0/1 choice per lane's channel block
                 y = jnp.where(np.repeat(np.asarray(self.adding_lanes), self.out_features), added, y)
-        return nnx.relu(y), jnp.stack(moments)
+        return nnx.relu(y), jnp.stack(moments) if moments else None
 
 
 class Stage(nnx.Module):
@@ -340,13 +339,13 @@ class Stage(nnx.Module):
         self.repeated = make_blocks(rngs)
 
     def __call__(self, x: jax.Array, train: bool, sinks: jax.Array | None = None
-                 ) -> tuple[jax.Array, jax.Array]:
+                 ) -> tuple[jax.Array, jax.Array | None]:
         """Returns the stage output and the 3x3 response moments, shape (blocks, convs, 2);
-        with `sinks` (blocks, convs, lanes) the responses are tapped (Block), the moments
-        (blocks, convs, lanes, 2)."""
+        with `sinks` (blocks, convs, lanes, observe.MEASURES) the responses are tapped (Block)
+        and the moments None."""
         x, first_moments = self.first(x, train, None if sinks is None else sinks[0])
         if self.repeated is None:
-            return x, first_moments[None]
+            return x, None if sinks is not None else first_moments[None]
 
         def apply_block(block: Block, carry: jax.Array, *sink: jax.Array
                         ) -> tuple[jax.Array, jax.Array]:
@@ -362,6 +361,8 @@ class Stage(nnx.Module):
         else:
             scan = nnx.scan(apply_block, in_axes=(0, nnx.Carry, 0), out_axes=(nnx.Carry, 0))
             x, moments = scan(self.repeated, x, sinks[1:])
+        if sinks is not None:
+            return x, None
         return x, jnp.concatenate([first_moments[None], moments])
 
 
@@ -408,9 +409,9 @@ class ResNet(nnx.Module):
 
         Each stage's moments have shape (blocks, 3x3 convs per block, 2) in layer order.
         With `sinks`, of the shapes `sink_shapes` gives (one per moments array), every 3x3
-        response is tapped (models/observe.py): the moments gain a lanes axis before their
-        last, (..., lanes, 2), and the gradient with respect to each sink is its response's
-        mean squared gradient (training/signals.py).
+        response is tapped instead (models/observe.py) and no moments are returned: the
+        gradient with respect to each sink carries its responses' measures, per lane
+        (training/signals.py).
         """
         sinks = list(sinks) if sinks is not None else None
         x = self.stem(images.astype(self.dtype), train)
@@ -419,23 +420,24 @@ class ResNet(nnx.Module):
             if sinks is None:
                 responses.append(response_moments(x)[None, None])
             else:
-                x, moments = observe(x, sinks.pop(0)[0, 0])
-                responses.append(moments[None, None])
+                x = observe(x, sinks.pop(0)[0, 0])
         x = nnx.relu(x)
         if self.spec.dataset_family == "imagenet":
             x = caffe_max_pool(x)
         for stage in self.stages:
             x, moments = stage(x, train, None if sinks is None else sinks.pop(0))
-            responses.append(moments)
+            if moments is not None:
+                responses.append(moments)
         features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
         return self._logits(features), responses
 
     def sink_shapes(self) -> list[tuple[int, ...]]:
-        """The shapes of `forward_with_responses`' sinks: (1, 1, lanes) for the cifar stem,
-        then (blocks, 3x3 convs per block, lanes) per stage."""
-        shapes = [(1, 1, self.lanes)] if self.spec.dataset_family == "cifar" else []
-        return shapes + [(stage.num_repeated + 1, len(stage.first.response_layers), self.lanes)
-                         for stage in self.stages]
+        """The shapes of `forward_with_responses`' sinks: (1, 1, lanes, observe.MEASURES) for
+        the cifar stem, then (blocks, 3x3 convs per block, lanes, observe.MEASURES) per stage."""
+        shapes = [(1, 1)] if self.spec.dataset_family == "cifar" else []
+        shapes += [(stage.num_repeated + 1, len(stage.first.response_layers))
+                   for stage in self.stages]
+        return [(*shape, self.lanes, MEASURES) for shape in shapes]
 
     def _logits(self, features: jax.Array) -> jax.Array:
         """(B, F) -> (B, classes); with lanes (B, lanes * F) -> (B, lanes, classes), each lane's

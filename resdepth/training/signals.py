@@ -110,7 +110,7 @@ def measured_steps(config: ExperimentConfig, first: int, count: int) -> list[boo
 
 def sinks(model: nnx.Module, measuring: jax.Array) -> list[jax.Array]:
     """The taps' inputs of `model` (network.ResNet.sink_shapes): float32, 1 on a measured
-    iteration (`measuring`, bool ()) and 0 otherwise."""
+    iteration (`measuring`, bool ()) and 0 otherwise; their gradients carry the measures."""
     flag = measuring.astype(jnp.float32)
     return [jnp.full(shape, flag) for shape in model.sink_shapes()]
 
@@ -127,41 +127,40 @@ def train_gradients(model: nnx.Module, images: jax.Array,
     """
     params = nnx.state(model, nnx.Param)
 
-    def loss_fn(model: nnx.Module, taps: list[jax.Array]) -> tuple[jax.Array, tuple[Any, Any]]:
-        logits, moments = model.forward_with_responses(images, train=True, sinks=taps)
-        loss, aux = loss_of(logits)
-        return loss, (aux, moments)
+    def loss_fn(model: nnx.Module, taps: list[jax.Array]) -> tuple[jax.Array, Any]:
+        return loss_of(model.forward_with_responses(images, train=True, sinks=taps)[0])
 
     grad_fn = nnx.value_and_grad(loss_fn, argnums=(nnx.DiffState(0, nnx.Param), 1), has_aux=True)
-    (_, (aux, moments)), (grads, tap_grads) = grad_fn(model, sinks(model, measuring))
-    return aux, grads, step_signals(measuring, params, grads, tap_grads, moments,
-                                    images.shape[0], model.lanes)
+    (_, aux), (grads, tap_grads) = grad_fn(model, sinks(model, measuring))
+    return aux, grads, step_signals(measuring, params, grads, tap_grads, images.shape[0],
+                                    model.lanes)
 
 
 def step_signals(measuring: jax.Array, params: Any, grads: Any, sink_grads: list[jax.Array],
-                 moments: list[jax.Array], batch: int, lanes: int) -> dict[str, jax.Array]:
+                 batch: int, lanes: int) -> dict[str, jax.Array]:
     """The module docstring's four quantities from what a training step computed: the Param
-    state and its cross-entropy gradient, the gradients with respect to `sinks` (each
-    response's mean squared gradient, (..., lanes)) and the tapped moments ((..., lanes, 2)),
+    state and its cross-entropy gradient, and the gradients with respect to `sinks` (each
+    response's measures, (..., lanes, 3): mean (dL/dy)^2, mean y, mean y^2, models/observe.py),
     for a batch of `batch` images per lane. {"weight_grad_rms", "weight_rms"}: float32 (lanes,
     weighted layers), {"response_grad_rms", "response_std"}: float32 (lanes, 3x3 layers), in
     `layer_names`' order; zeros unless `measuring`. Traced, not jitted."""
-    def measure(params, grads, sink_grads, moments):
+    def measure(params, grads, sink_grads):
         kernels = _weighted_kernels(params)
         order = network_order([name for names, _ in kernels for name in names])
         per_lane = lambda array: jnp.moveaxis(array, -1, 0).reshape(lanes, -1)  # noqa: E731
-        means, squares = zip(*((m[..., 0], m[..., 1]) for m in moments))
+        squared_grads, means, squares = zip(*((g[..., 0], g[..., 1], g[..., 2])
+                                              for g in sink_grads))
         return {
             "weight_grad_rms": jnp.concatenate(
                 [_lane_rms(k, lanes) for _, k in _weighted_kernels(grads)], axis=1)[:, order],
             "weight_rms": jnp.concatenate([_lane_rms(k, lanes) for _, k in kernels],
                                           axis=1)[:, order],
             "response_grad_rms": batch * jnp.sqrt(jnp.concatenate(
-                [per_lane(g) for g in sink_grads], axis=1)),
+                [per_lane(g) for g in squared_grads], axis=1)),
             "response_std": jnp.sqrt(jnp.maximum(jnp.concatenate(
                 [per_lane(s - jnp.square(m)) for m, s in zip(means, squares)], axis=1), 0.0))}
 
-    operands = (params, grads, sink_grads, moments)
+    operands = (params, grads, sink_grads)
     shapes = jax.eval_shape(measure, *operands)
     return lax.cond(measuring, measure,
                     lambda *_: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes),
