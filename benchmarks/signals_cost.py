@@ -1,10 +1,13 @@
 """What recording the layer signals costs a sweep: `python -m benchmarks.signals_cost`.
 
-Runs the same `resdepth sweep` in fresh processes, two per round, side by side: as it is, and
-without signals: the step untapped (benchmarks/untapped.py: the net's responses are not
-tapped and nothing is measured) and the loop's `_signals` (which writes the rows) a no-op, which leaves exactly the training step and
-loop of before signals existed. The order alternates from round to round, so the machine's
-other load falls on both alike. The persistent compilation cache is off
+Runs the same `resdepth sweep` in fresh processes, two per round: as it is, and without
+signals: the step untapped (benchmarks/untapped.py: the net's responses are not tapped and
+nothing is measured) and the loop's `_signals` (which writes the rows) a no-op, which leaves
+exactly the training step and loop of before signals existed. The order alternates from round
+to round, so the machine's other load falls on both alike; with `--side-by-side` the two of a
+round run at once, each pinned to a core of its own (swapped from round to round), so that
+both see the same moments of that load (on a shared 2-core VM the same sweep run alone varied
+by a fifth from round to round). The persistent compilation cache is off
 (RESDEPTH_COMPILATION_CACHE=0): both pay every compile, as a user's first sweep does. The
 figure is the ratio of the medians of the wall times, each the whole command's. Each sweep also
 reports the seconds it spent in the loop's phases, summed over its runs (opening the runs,
@@ -16,8 +19,9 @@ logging interval of the config (`run.log_every_steps` = 100); `--log-every 10` i
 own setting. The step measures the signals itself on the iterations that record a row (the
 first, each logging row's, the last), inside `lax.cond`s: the cost is what those conditionals
 add to every iteration and to the step's compile, and the reductions on the measured
-iterations. `--steps` lengthens the runs (the sweep scales the learning-rate drops with them),
-`--depths` and `--arch` narrow the grid.
+iterations (`benchmarks/tap_cost.py` times one net's iterations alone). `--steps` lengthens the
+runs (the sweep scales the learning-rate drops with them), `--depths` and `--arch` narrow the
+grid.
 `--experiment cifar10 --mock-examples 2560 --steps 300` times the study's own sweep (CIFAR-10's
 nets, batch and augmentation, its logging interval) on random images of CIFAR-10's shapes,
 shortened: the fixed cost weighs more in it than in the 64,000 iterations of a real run.
