@@ -11,6 +11,10 @@ iteration and the ratios of the medians (the first round of each is left out: it
 caches).
 
     python -m benchmarks.tap_cost --experiment demo --depth 56 --arch plain
+    python -m benchmarks.tap_cost --experiment cifar10 --mock-examples 512 --depth 20 --arch residual
+
+`--mock-examples N` serves the experiment's TFDS dataset from `tfds.testing.mock_data` (random
+images of its real shapes, through the real loader): CIFAR-10 offline.
 """
 
 from __future__ import annotations
@@ -37,7 +41,23 @@ def main() -> None:
     parser.add_argument("--arch", choices=("plain", "residual"), default="plain")
     parser.add_argument("--iterations", type=int, default=40, help="iterations per round")
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--mock-examples", type=int, default=0,
+                        help="serve the experiment's dataset from tfds.testing.mock_data with "
+                             "this many random examples per split (CIFAR-10 offline)")
     args = parser.parse_args()
+    if args.mock_examples:
+        import tensorflow_datasets as tfds
+
+        from resdepth.data import datasets
+
+        datasets.check_download_reachable = lambda *arguments, **keywords: None
+        with tfds.testing.mock_data(num_examples=args.mock_examples):
+            measure(args)
+    else:
+        measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
     config = load_config(args.experiment, [
         parse_override(f"model.depth={args.depth}"),
         parse_override(f"model.residual={'true' if args.arch == 'residual' else 'false'}")])
