@@ -52,7 +52,8 @@ def observe(y: jax.Array, sink: jax.Array) -> jax.Array:
     return y
 
 
-def _observe_forward(y: jax.Array, sink: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+def _observe_forward(y: jax.Array, sink: jax.Array
+                     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     return y, (y, sink)
 
 

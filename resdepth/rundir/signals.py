@@ -5,8 +5,8 @@ A rows file (rundir/rows.py). Its first row, {"type": "layers", "step": 0, "weig
 and the dense head), then every 3x3 layer whose response Figure 7 measures. Each later row,
 {"type": "signals", "step": S, "weight_grad_rms": [...], "weight_rms": [...],
 "response_grad_rms": [...], "response_std": [...]}, holds one number per named layer, measured
-by iteration S itself, on its mini-batch and the state before its update (S - 1 iterations done). A number that was
-not finite is null. Pure Python, no JAX.
+by iteration S itself, on its mini-batch and the state before its update (S - 1 iterations
+done). A number that was not finite is null. Pure Python, no JAX.
 """
 
 from __future__ import annotations

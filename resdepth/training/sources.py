@@ -8,8 +8,8 @@
 Both offer `compile(graphdef, start_step)`, `train_steps(state, step, count) -> (state,
 signals)` (the layer signals of training/signals.py, which the step measures on the iterations
 that record them) and `evaluate(state, graphdef) -> dict` for a run (training/trainer.py), and
-both are functions of (seed, step) alone, so runs resume exactly. The device-resident source also gives any seed's
-batch indices, which a pack of runs (training/packing/) trains on together.
+both are functions of (seed, step) alone, so runs resume exactly. The device-resident source
+also gives any seed's batch indices, which a pack of runs (training/packing/) trains on together.
 
 With `optim.lr_schedule = "plateau"` both hold out `data.plateau_holdout_examples` training images:
 they never enter training, and each evaluation reports their error as `holdout_error` beside the
@@ -140,8 +140,8 @@ class DeviceResidentSource:
     def measuring(self, step: int, count: int) -> jax.Array:
         """bool (count,), replicated: which of iterations step .. step + count - 1 record their
         layer signals (training/signals.py `measured_steps`)."""
-        flags = layer_signals.measured_steps(self.config, step, count)
-        return replicated_scalar(flags if count > 1 else flags[0], np.bool_, self.mesh)
+        return replicated_scalar(layer_signals.measured_steps(self.config, step, count), np.bool_,
+                                 self.mesh)
 
     def evaluate(self, state: steps.TrainState, graphdef: Any) -> dict[str, float]:
         """Test loss and error (fraction) over the whole test split, single original view, of

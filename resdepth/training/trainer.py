@@ -4,9 +4,8 @@ The loop (training/loop.py) holds one opaque training state for the runs it trai
 asks a `Trainer` for the few things that depend on how that state is laid out: join the runs'
 own states into it, train it k iterations, give back one run's own state and layer signals,
 and read or set one scalar field (the interval sums, the warm-up flag, the plateau scale) per
-run. `Alone` trains
-one run, its state a TrainState; training/packing/ trains several runs of one shape in one
-compiled program behind the same interface, and the sweep plugs it in.
+run. `Alone` trains one run, its state a TrainState; training/packing/ trains several runs of
+one shape in one compiled program behind the same interface, and the sweep plugs it in.
 """
 
 from __future__ import annotations
