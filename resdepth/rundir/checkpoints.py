@@ -12,9 +12,9 @@ newest complete checkpoint stays, and the same command resumes from it once the 
 The checkpoint library reports such failures itself, loudly: absl ERROR lines, and tracebacks
 ("RuntimeError: Event loop is closed", one per pending read or write) that TensorStore's
 threads print through `sys.stderr` when Orbax has closed the event loop they report to,
-"Exception ignored in <coroutine ...>" for its abandoned coroutines and asyncio's "Task
-exception was never retrieved" for its abandoned tasks. `_library_quiet` keeps all
-of that off the console while Orbax works; what the user needs is the one line above.
+"Exception ignored in <coroutine ...>" for its abandoned coroutines and asyncio's "Task (or
+Future) exception was never retrieved" for its abandoned tasks and futures. `_library_quiet`
+keeps all of that off the console while Orbax works; what the user needs is the one line above.
 """
 
 from __future__ import annotations
@@ -51,15 +51,20 @@ class Restored:
 
 
 class _OrbaxTasks(logging.Filter):
-    """Drops asyncio's "Task exception was never retrieved" for Orbax's own tasks: after a
-    failed save, the tasks it abandoned report it when they are collected, which may be after
-    `_library_quiet` (at the interpreter's exit)."""
+    """Drops asyncio's reports about Orbax's own work ("Task exception was never retrieved",
+    "Future exception was never retrieved"): after a failed save, the tasks and futures it
+    abandoned report when they are collected, which may be after `_library_quiet` (at the
+    interpreter's exit). A task's report names Orbax's source file in its coroutine; a future's
+    names only its exception, whose message holds the partial checkpoint's folder
+    ("<step>.orbax-checkpoint-tmp"): either way the report mentions orbax."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "orbax/checkpoint" not in record.getMessage()
+        return "orbax" not in record.getMessage()
 
 
-_ORBAX_TASKS = _OrbaxTasks()
+# For the whole process, not only inside `_library_quiet`: the reports come when the abandoned
+# work is collected, whenever that is.
+logging.getLogger("asyncio").addFilter(_OrbaxTasks())
 
 
 @contextlib.contextmanager
@@ -72,7 +77,6 @@ def _library_quiet() -> Iterator[None]:
     full collection costs a noticeable fraction of a second: not after every save)."""
     loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
     levels, stderr, unraisable = [lg.level for lg in loggers], sys.stderr, sys.unraisablehook
-    logging.getLogger("asyncio").addFilter(_ORBAX_TASKS)  # once added, kept: see _OrbaxTasks
     for logger in loggers:
         logger.setLevel(logging.CRITICAL + 1)
     sys.stderr, sys.unraisablehook = io.StringIO(), lambda _: None
