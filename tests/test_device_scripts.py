@@ -109,7 +109,7 @@ def test_the_untapped_variant_traces_the_step_without_the_signals_conditionals(t
     mesh = make_mesh()
     model = nnx.eval_shape(lambda: ResNet(ModelSpec(depth=14), rngs=nnx.Rngs(0), in_channels=1))
     graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-    fresh = jax.eval_shape(lambda p, b: steps._fresh_state(config, p, b, mesh), params, batch_stats)
+    fresh = jax.eval_shape(lambda p, b: steps.fresh_state(config, p, b, mesh), params, batch_stats)
     data = steps.DeviceDataset(jax.ShapeDtypeStruct((64, 8, 8, 1), jnp.uint8),
                                jax.ShapeDtypeStruct((64,), jnp.int32),
                                jax.ShapeDtypeStruct((8, 8, 1), jnp.float32))

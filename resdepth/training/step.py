@@ -110,11 +110,13 @@ def warmup_cap_reason(config: ExperimentConfig) -> str:
 def init_state(config: ExperimentConfig, model: nnx.Module, mesh: Mesh) -> tuple[Any, TrainState]:
     """(graphdef, replicated TrainState) for a freshly initialized model."""
     graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-    return graphdef, jax.device_put(_fresh_state(config, params, batch_stats, mesh),
+    return graphdef, jax.device_put(fresh_state(config, params, batch_stats, mesh),
                                     replicated(mesh))
 
 
-def _fresh_state(config: ExperimentConfig, params: Any, batch_stats: Any, mesh: Mesh) -> TrainState:
+def fresh_state(config: ExperimentConfig, params: Any, batch_stats: Any, mesh: Mesh) -> TrainState:
+    """The TrainState of iteration 0 around `params` and `batch_stats` (arrays, or abstract
+    ones under `jax.eval_shape` for a program lowered without training)."""
     return TrainState(
         params=params, batch_stats=batch_stats,
         opt_state=make_optimizer(config).init(params),
