@@ -204,6 +204,81 @@ def test_a_failed_saves_abandoned_futures_are_not_reported_when_collected(caplog
     assert "someone else's" in reports[0]
 
 
+# A TensorStore write still pending when its event loop closes, as Orbax leaves them after a failed
+# save: when the write finishes, its callback meets the closed loop, and TensorStore hands
+# "RuntimeError: Event loop is closed" to sys.unraisablehook from its own thread.
+_A_WRITE_FINISHING_AFTER_ITS_LOOP = """
+import asyncio, sys, tempfile, time
+import numpy as np, tensorstore as ts
+if sys.argv[1] == "with-resdepth":
+    import resdepth.rundir.checkpoints
+store = ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": tempfile.mkdtemp()}},
+                create=True, dtype=ts.float32, shape=[2048, 2048]).result()
+pending = []
+async def write():
+    pending.append(store.write(np.random.rand(2048, 2048).astype(np.float32)))
+    await pending[0]
+loop = asyncio.new_event_loop()
+loop.create_task(write())
+loop.run_until_complete(asyncio.sleep(0))  # the write has started and awaits on this loop
+loop.close()
+pending[0].result()
+time.sleep(1)  # the write's callbacks run on TensorStore's thread as it finishes
+"""
+
+
+def test_a_write_finishing_after_orbax_closed_its_loop_is_not_reported():
+    """CI saw this once after the one line of a full disk: a write of the failed save finished
+    after Orbax had closed the event loop awaiting it, and its "Event loop is closed" traceback
+    reached stderr. Importing the checkpoints module drops such reports for the whole process;
+    without it the same script prints one (the test's control)."""
+    def run(mode: str) -> str:
+        return subprocess.run([sys.executable, "-c", _A_WRITE_FINISHING_AFTER_ITS_LOOP, mode],
+                              capture_output=True, text=True, check=True, cwd=ROOT).stderr
+
+    assert "RuntimeError: Event loop is closed" in run("plain")
+    quiet = run("with-resdepth")
+    assert "Event loop is closed" not in quiet and "Traceback" not in quiet, quiet
+
+
+def test_only_tensorstores_late_callbacks_are_dropped():
+    """Any other unraisable report, a closed loop's included when it did not come from a
+    completion callback, still reaches the hook that was there before."""
+    from resdepth.rundir.checkpoints import _without_late_tensorstore_callbacks
+
+    reported = []
+    hook = _without_late_tensorstore_callbacks(reported.append)
+
+    class Unraisable:
+        def __init__(self, error: BaseException, obj: object = None):
+            self.exc_type, self.exc_value, self.exc_traceback = type(error), error, error.__traceback__
+            self.err_msg, self.object = None, obj
+
+    def raised(call) -> BaseException:
+        try:
+            call()
+        except BaseException as error:  # noqa: BLE001  (the error is the result)
+            return error
+        raise AssertionError("did not raise")
+
+    loop = asyncio.new_event_loop()
+    loop.close()
+    in_python = raised(lambda: loop.call_soon_threadsafe(print))
+    # As TensorStore's thread calls it: the traceback starts in call_soon_threadsafe.
+    from_callback = raised(lambda: loop.call_soon_threadsafe(print))
+    frames = from_callback.__traceback__
+    while frames.tb_frame.f_code.co_name != "call_soon_threadsafe":
+        frames = frames.tb_next
+    from_callback = from_callback.with_traceback(frames)
+    hook(Unraisable(from_callback))
+    assert reported == []
+    others = [Unraisable(in_python), Unraisable(from_callback, obj="a coroutine"),
+              Unraisable(raised(lambda: 1 / 0))]
+    for other in others:
+        hook(other)
+    assert reported == others
+
+
 # ------------------------------------------------------------------------------- damaged checkpoints
 # The two files whose damage made Orbax and TensorStore print hundreds of lines (the others fail
 # the same way, through the same reader: each case costs a training run in a subprocess).

@@ -9,12 +9,15 @@ A save that cannot write (no space left, a read-only folder, a quota) removes it
 `<step>.orbax-checkpoint-tmp` folder and raises WriteFailed (one line, exit code 2): the run's
 newest complete checkpoint stays, and the same command resumes from it once the cause is gone.
 
-The checkpoint library reports such failures itself, loudly: absl ERROR lines, and tracebacks
+The checkpoint library reports such failures itself, loudly: absl ERROR lines, tracebacks
 ("RuntimeError: Event loop is closed", one per pending read or write) that TensorStore's
-threads print through `sys.stderr` when Orbax has closed the event loop they report to,
+threads hand to `sys.unraisablehook` when Orbax has closed the event loop they report to,
 "Exception ignored in <coroutine ...>" for its abandoned coroutines and asyncio's "Task (or
 Future) exception was never retrieved" for its abandoned tasks and futures. `_library_quiet`
 keeps all of that off the console while Orbax works; what the user needs is the one line above.
+Two of them may come later, when Orbax is done and the user's line is being written: the
+abandoned work is collected whenever it is, and a pending write finishes whenever the disk
+answers. Those two are dropped for the whole process, from this module's import on.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import os
 import re
 import shutil
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -62,9 +66,31 @@ class _OrbaxTasks(logging.Filter):
         return "orbax" not in record.getMessage()
 
 
+def _is_late_tensorstore_callback(unraisable: Any) -> bool:
+    """Whether `unraisable` (a `sys.unraisablehook` argument) is TensorStore reporting a read or
+    write that finished after Orbax closed the event loop awaiting it: its completion callback,
+    on a TensorStore thread, calls the closed loop's `call_soon_threadsafe`, and TensorStore hands
+    the RuntimeError to the hook with no object. Nothing else in the process awaits TensorStore."""
+    frames = traceback.extract_tb(unraisable.exc_traceback)
+    return (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed"
+            and unraisable.object is None
+            and bool(frames) and frames[0].name == "call_soon_threadsafe")
+
+
+def _without_late_tensorstore_callbacks(previous: Any) -> Any:
+    """An unraisable hook that drops `_is_late_tensorstore_callback` reports and passes every
+    other report to `previous`."""
+    def hook(unraisable: Any) -> None:
+        if not _is_late_tensorstore_callback(unraisable):
+            previous(unraisable)
+    return hook
+
+
 # For the whole process, not only inside `_library_quiet`: the reports come when the abandoned
-# work is collected, whenever that is.
+# work is collected and when a pending write finishes, whenever that is.
 logging.getLogger("asyncio").addFilter(_OrbaxTasks())
+sys.unraisablehook = _without_late_tensorstore_callbacks(sys.unraisablehook)
 
 
 @contextlib.contextmanager
