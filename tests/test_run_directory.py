@@ -241,13 +241,14 @@ def test_a_write_finishing_after_orbax_closed_its_loop_is_not_reported():
     assert "Event loop is closed" not in quiet and "Traceback" not in quiet, quiet
 
 
-def test_only_tensorstores_late_callbacks_are_dropped():
-    """Any other unraisable report, a closed loop's included when it did not come from a
-    completion callback, still reaches the hook that was there before."""
-    from resdepth.rundir.checkpoints import _without_late_tensorstore_callbacks
+def test_only_orbaxs_late_reports_are_dropped():
+    """A closed loop's error from TensorStore's completion callback and an abandoned coroutine of
+    Orbax's are dropped; any other unraisable report, a closed loop's included when it did not
+    come from such a callback, still reaches the hook that was there before."""
+    from resdepth.rundir.checkpoints import _without_orbax_late_reports
 
     reported = []
-    hook = _without_late_tensorstore_callbacks(reported.append)
+    hook = _without_orbax_late_reports(reported.append)
 
     class Unraisable:
         def __init__(self, error: BaseException, obj: object = None):
@@ -261,6 +262,11 @@ def test_only_tensorstores_late_callbacks_are_dropped():
             return error
         raise AssertionError("did not raise")
 
+    def coroutine_in(filename: str):
+        namespace: dict = {}
+        exec(compile("async def work():\n    pass\n", filename, "exec"), namespace)
+        return namespace["work"]()
+
     loop = asyncio.new_event_loop()
     loop.close()
     in_python = raised(lambda: loop.call_soon_threadsafe(print))
@@ -270,14 +276,18 @@ def test_only_tensorstores_late_callbacks_are_dropped():
     while frames.tb_frame.f_code.co_name != "call_soon_threadsafe":
         frames = frames.tb_next
     from_callback = from_callback.with_traceback(frames)
+    orbaxs, someone_elses = (coroutine_in(f"/site-packages/{name}/work.py")
+                             for name in ("orbax/checkpoint", "elsewhere"))
+    failure = raised(lambda: 1 / 0)
+
     hook(Unraisable(from_callback))
+    hook(Unraisable(failure, obj=orbaxs))
     assert reported == []
-    others = [Unraisable(in_python), Unraisable(from_callback, obj="a coroutine"),
-              Unraisable(raised(lambda: 1 / 0))]
+    others = [Unraisable(in_python), Unraisable(failure, obj=someone_elses), Unraisable(failure)]
     for other in others:
         hook(other)
     assert reported == others
-
+    orbaxs.close(), someone_elses.close()
 
 # ------------------------------------------------------------------------------- damaged checkpoints
 # The two files whose damage made Orbax and TensorStore print hundreds of lines (the others fail

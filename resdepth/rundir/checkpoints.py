@@ -17,7 +17,7 @@ Future) exception was never retrieved" for its abandoned tasks and futures. `_li
 keeps all of that off the console while Orbax works; what the user needs is the one line above.
 Two of them may come later, when Orbax is done and the user's line is being written: the
 abandoned work is collected whenever it is, and a pending write finishes whenever the disk
-answers. Those two are dropped for the whole process, from this module's import on.
+answers. Those are dropped for the whole process, from this module's import on.
 """
 
 from __future__ import annotations
@@ -66,23 +66,27 @@ class _OrbaxTasks(logging.Filter):
         return "orbax" not in record.getMessage()
 
 
-def _is_late_tensorstore_callback(unraisable: Any) -> bool:
-    """Whether `unraisable` (a `sys.unraisablehook` argument) is TensorStore reporting a read or
-    write that finished after Orbax closed the event loop awaiting it: its completion callback,
-    on a TensorStore thread, calls the closed loop's `call_soon_threadsafe`, and TensorStore hands
-    the RuntimeError to the hook with no object. Nothing else in the process awaits TensorStore."""
+def _is_orbax_late_report(unraisable: Any) -> bool:
+    """Whether `unraisable` (a `sys.unraisablehook` argument) is what a failed save leaves behind:
+    - TensorStore reporting a read or write that finished after Orbax closed the event loop
+      awaiting it: its completion callback, on a TensorStore thread, calls the closed loop's
+      `call_soon_threadsafe`, and TensorStore hands the RuntimeError over with no object
+      (nothing else in the process awaits TensorStore);
+    - "Exception ignored in <coroutine ...>" for a coroutine of Orbax's, abandoned, collected."""
     frames = traceback.extract_tb(unraisable.exc_traceback)
-    return (isinstance(unraisable.exc_value, RuntimeError)
-            and str(unraisable.exc_value) == "Event loop is closed"
-            and unraisable.object is None
-            and bool(frames) and frames[0].name == "call_soon_threadsafe")
+    late_callback = (isinstance(unraisable.exc_value, RuntimeError)
+                     and str(unraisable.exc_value) == "Event loop is closed"
+                     and unraisable.object is None
+                     and bool(frames) and frames[0].name == "call_soon_threadsafe")
+    code = getattr(unraisable.object, "cr_code", None)
+    return late_callback or (code is not None and "orbax" in code.co_filename)
 
 
-def _without_late_tensorstore_callbacks(previous: Any) -> Any:
-    """An unraisable hook that drops `_is_late_tensorstore_callback` reports and passes every
-    other report to `previous`."""
+def _without_orbax_late_reports(previous: Any) -> Any:
+    """An unraisable hook that drops `_is_orbax_late_report` reports and passes every other
+    report to `previous`."""
     def hook(unraisable: Any) -> None:
-        if not _is_late_tensorstore_callback(unraisable):
+        if not _is_orbax_late_report(unraisable):
             previous(unraisable)
     return hook
 
@@ -90,7 +94,7 @@ def _without_late_tensorstore_callbacks(previous: Any) -> Any:
 # For the whole process, not only inside `_library_quiet`: the reports come when the abandoned
 # work is collected and when a pending write finishes, whenever that is.
 logging.getLogger("asyncio").addFilter(_OrbaxTasks())
-sys.unraisablehook = _without_late_tensorstore_callbacks(sys.unraisablehook)
+sys.unraisablehook = _without_orbax_late_reports(sys.unraisablehook)
 
 
 @contextlib.contextmanager
