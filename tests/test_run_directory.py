@@ -287,7 +287,9 @@ def test_only_orbaxs_late_reports_are_dropped():
     for other in others:
         hook(other)
     assert reported == others
-    orbaxs.close(), someone_elses.close()
+    orbaxs.close()
+    someone_elses.close()
+
 
 # ------------------------------------------------------------------------------- damaged checkpoints
 # The two files whose damage made Orbax and TensorStore print hundreds of lines (the others fail

@@ -31,7 +31,6 @@ import os
 import re
 import shutil
 import sys
-import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -73,11 +72,11 @@ def _is_orbax_late_report(unraisable: Any) -> bool:
       `call_soon_threadsafe`, and TensorStore hands the RuntimeError over with no object
       (nothing else in the process awaits TensorStore);
     - "Exception ignored in <coroutine ...>" for a coroutine of Orbax's, abandoned, collected."""
-    frames = traceback.extract_tb(unraisable.exc_traceback)
+    first_frame = unraisable.exc_traceback
     late_callback = (isinstance(unraisable.exc_value, RuntimeError)
                      and str(unraisable.exc_value) == "Event loop is closed"
-                     and unraisable.object is None
-                     and bool(frames) and frames[0].name == "call_soon_threadsafe")
+                     and unraisable.object is None and first_frame is not None
+                     and first_frame.tb_frame.f_code.co_name == "call_soon_threadsafe")
     code = getattr(unraisable.object, "cr_code", None)
     return late_callback or (code is not None and "orbax" in code.co_filename)
 
